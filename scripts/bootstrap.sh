@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv and install SpotOn with its pinned dependency set, offline-friendly.
+# Idempotent: re-running after a pyproject change only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first so pip takes the local build and never resolves a different one
+.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install -q -e '.[dev]'
+# boxmot pulls opencv-python; keep exactly one cv2 (the headless 4.x build, which has HOG)
+.venv/bin/python -m pip uninstall -y -q opencv-python opencv-contrib-python opencv-contrib-python-headless 2>/dev/null || true
+.venv/bin/python -m pip install -q --force-reinstall --no-deps 'opencv-python-headless>=4.10,<5'
+.venv/bin/python - <<'PY'
+import cv2, importlib.metadata as md
+dists = [d.metadata["Name"] for d in md.distributions() if d.metadata["Name"] and d.metadata["Name"].lower().startswith("opencv")]
+assert dists == ["opencv-python-headless"], f"expected only opencv-python-headless, found {dists}"
+assert hasattr(cv2, "HOGDescriptor"), "cv2 lacks HOG: opencv-python-headless 5.x was installed"
+print(f"venv ready: cv2 {cv2.__version__} ({dists[0]})")
+PY
+touch .venv/.stamp

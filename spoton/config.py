@@ -10,12 +10,14 @@ location holding ``video_<env>/<camera_id>/sub_video_NN.mp4`` and
 """
 
 import functools
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from spoton.geometry import (
@@ -241,3 +243,35 @@ def load_environment(
         frames_glob=base.frames_glob,
         extra=base.extra,
     )
+
+
+# ------------------------------------------------------------------ run config
+
+
+class RunConfig(BaseModel):
+    """Everything that changes a run's results; its digest keys caches and manifests.
+
+    Model names select implementations (see ``spoton.detect``, ``spoton.track``,
+    ``spoton.embed``); ``*_options`` are passed to their constructors, so users
+    tune without code changes. ``association`` is validated by
+    ``spoton.associate.AssociationConfig``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: str = "bgsub"
+    detector_options: dict[str, Any] = Field(default_factory=dict)
+    tracker: str = "bytetrack"
+    tracker_options: dict[str, Any] = Field(default_factory=dict)
+    embedder: str = "color"
+    embedder_options: dict[str, Any] = Field(default_factory=dict)
+    association: dict[str, Any] = Field(default_factory=dict)
+    device: str = "auto"
+    batch_size: int = Field(8, ge=1, le=256)
+    prefetch: int = Field(32, ge=1, le=1024)
+    max_frames: int | None = Field(None, ge=1, description="process at most this many frames per sub-video")
+
+    def digest(self) -> str:
+        """Stable short hash of the config (key order and defaults normalised)."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]

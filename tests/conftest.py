@@ -25,6 +25,9 @@ os.environ.update(
 
 import pytest  # noqa: E402
 
+# Fixture modules shared across test files (real S3 server, Prefect server + worker, API app).
+pytest_plugins = ["conftest_s3", "prefect_fixtures", "api_fixtures"]
+
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"

@@ -26,5 +26,11 @@ lint: venv
 bench: venv
 	$(PY) bench/pipeline.py
 
+stack: venv
+	$(PY) -m deployments.stack up
+
+stack-down:
+	$(PY) -m deployments.stack down
+
 clean:
 	rm -rf runs out .cache

@@ -49,7 +49,9 @@ def _normalise(H: np.ndarray) -> np.ndarray:
         raise ValueError(f"homography must be 3x3, got {H.shape}")
     if not np.all(np.isfinite(H)) or abs(np.linalg.det(H)) < 1e-15:
         raise ValueError("homography is singular or not finite")
-    return H / H[2, 2] if abs(H[2, 2]) > 1e-12 else H
+    # Scale by |H[2,2]|, never its sign: for views that include the horizon the
+    # sign tells in-front from behind, and flipping it would NaN every floor point.
+    return H / abs(H[2, 2]) if abs(H[2, 2]) > 1e-12 else H
 
 
 def project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -85,6 +87,11 @@ def homography_from_points(
             raise ValueError("point pairs are degenerate (collinear or repeated): no homography")
         inliers = mask.reshape(-1).astype(bool) if mask is not None else np.ones(src.shape[0], bool)
     H = _normalise(H)
+    # findHomography fixes H[2,2] = 1; choose the sign that puts the measured
+    # floor points in front of the camera (positive homogeneous w).
+    w = np.concatenate([src, np.ones((src.shape[0], 1))], axis=1) @ H[2]
+    if np.median(w) < 0:
+        H = -H
     err = np.linalg.norm(project(H, src[inliers]) - dst[inliers], axis=1)
     return HomographyFit(H, inliers, float(np.nanmean(err)) if np.isfinite(err).any() else float("nan"), "points")
 

@@ -1,0 +1,1084 @@
+"""Cross-camera re-identification: per-camera tracklets -> global identities.
+
+One chunk is solved in three passes, each a pure function of its inputs:
+
+1. Co-visible association. Tracklets of overlapping cameras that are seen at the
+   same time are compared on the ground plane: the median over common frames of
+   the foot-point distance, normalised by each observation's expected projection
+   error (which grows with distance to the camera). Constrained average-linkage
+   agglomerative clustering merges the cheapest pairs first.
+2. Temporal linking. The clusters of pass 1 (multi-view tracklets) are chained in
+   time when the end of one continues into the start of another (tracker id
+   switches, re-entries, hand-overs between non-overlapping cameras), and across
+   long gaps by appearance alone.
+3. Gallery. The chunk's identities are matched (Hungarian) to the identities of
+   previous chunks by continuity at the chunk border and appearance.
+
+Hard constraints, enforced at every merge: two tracklets of one camera that
+overlap in time are never one identity, and one identity is never in two places
+at once (co-visible tracklets that are far apart, or simultaneous tracklets of
+cameras that share no floor, never merge). Candidate pairs are pruned by time
+and space (sorting, a k-d tree over (x, y, frame)), so the work grows with the
+number of tracklets times the local crowd size, not with its square.
+"""
+
+import heapq
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
+
+from spoton.config import Environment
+from spoton.geometry import CameraGeometry, foot_points, overlap_matrix
+from spoton.types import Tracklet, l2_normalise
+
+
+class AssociationConfig(BaseModel):
+    """Association thresholds (``RunConfig.association`` overrides them by name).
+
+    Defaults were fitted with bench/identities.py on tracklets derived from the
+    ground truth of the synthetic demo and hard scenes (boxes with pixel noise,
+    random id switches, colour embeddings from the rendered videos) and checked
+    on MultiviewX, calibration only.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Projection error model of one foot point, per axis, in metres.
+    sigma_floor_m: float = Field(default=0.15, gt=0, description="calibration / annotation error floor")
+    foot_px_fraction: float = Field(
+        default=0.03, ge=0, description="foot-point pixel error as a fraction of the box height"
+    )
+    sigma_max_m: float = Field(default=1.5, gt=0, description="cap on one observation's error")
+    truncated_sigma_factor: float = Field(
+        default=3.0, ge=1, description="error inflation of boxes cut by the image border"
+    )
+    border_margin_px: float = Field(default=2.0, ge=0, description="a box this close to the border is cut")
+
+    # Co-visible pairs (pass 1).
+    min_common_frames: int = Field(default=3, ge=1, description="frames two tracklets must share to compare")
+    gate_z: float = Field(default=4.0, gt=0, description="median normalised distance that costs 1")
+    cannot_link_z: float = Field(default=6.0, gt=0, description="median normalised distance that rules a pair out")
+    max_match_distance_m: float = Field(default=3.0, gt=0, description="farther apart is never one person")
+    min_camera_overlap: float = Field(
+        default=0.0, ge=0, lt=1, description="cameras sharing at most this floor fraction never co-see"
+    )
+    overlap_cell_m: float = Field(default=0.5, gt=0, description="grid cell of the camera-overlap estimate")
+    merge_max_cost: float = Field(default=1.0, gt=0, description="pass-1 clusters merge below this cost")
+
+    # Appearance (used when embeddings exist).
+    appearance_weight: float = Field(default=1.0, ge=0, description="weight of appearance vs space cost")
+    appearance_gate: float = Field(default=0.8, gt=0, le=2, description="cosine distance that costs 1")
+    reentry_appearance_gate: float = Field(
+        default=0.25, gt=0, le=2, description="cosine distance that costs 1 with no spatial evidence"
+    )
+    reentry_neighbours: int = Field(default=5, ge=0, description="appearance neighbours tried across long gaps")
+
+    # Temporal linking (passes 2 and 3).
+    max_speed_mps: float = Field(default=3.0, gt=0, description="faster than this is impossible")
+    max_gap_s: float = Field(default=5.0, ge=0, description="longest gap bridged by motion continuity")
+    link_tolerance_m: float = Field(default=1.0, gt=0, description="continuity error that costs 1 at gap 0")
+    velocity_tolerance_mps: float = Field(
+        default=1.0, gt=0, description="velocity change that costs 1 across a zero gap"
+    )
+    max_acceleration_mps2: float = Field(default=1.0, ge=0, description="velocity change tolerated per second of gap")
+    motion_tolerance_mps: float = Field(default=0.7, ge=0, description="continuity tolerance growth per second")
+    state_window_s: float = Field(default=1.0, gt=0, description="window of the start/end position fit")
+    extrapolation_s: float = Field(default=1.0, ge=0, description="longest constant-velocity extrapolation")
+    link_max_cost: float = Field(default=1.0, gt=0, description="temporal links and gallery matches below this")
+    gallery_momentum: float = Field(default=0.8, ge=0, lt=1, description="EMA weight of the old embedding")
+
+
+# ------------------------------------------------------------------ results
+
+
+_GALLERY_FIELDS = (
+    "global_id",
+    "embedding",
+    "last_xy",
+    "last_velocity",
+    "last_frame",
+    "last_cameras",
+)
+
+
+@dataclass(frozen=True)
+class IdentityGallery:
+    """What later chunks need to know about every identity seen so far.
+
+    Per identity: EMA appearance (zeros when never embedded), last fused position
+    and velocity (NaN when unknown), last frame and the cameras that
+    saw it last (comma-joined). ``next_id`` is the next free global id.
+    """
+
+    global_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    embedding: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    last_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    last_velocity: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    last_frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    last_cameras: np.ndarray = field(default_factory=lambda: np.zeros(0, np.str_))
+    next_id: int = 1
+
+    def __post_init__(self) -> None:
+        gid = np.asarray(self.global_id, np.int64).reshape(-1)
+        n = gid.shape[0]
+        emb = np.asarray(self.embedding, np.float32)
+        emb = emb.reshape(n, -1) if emb.size else np.zeros((n, 0), np.float32)
+        if emb.shape[0] != n:
+            raise ValueError(f"gallery embedding must have {n} rows, got {emb.shape}")
+        object.__setattr__(self, "global_id", gid)
+        object.__setattr__(self, "embedding", emb)
+        for name in ("last_xy", "last_velocity"):
+            arr = np.asarray(getattr(self, name), np.float32).reshape(-1, 2) if n else np.zeros((0, 2), np.float32)
+            if arr.shape[0] != n:
+                raise ValueError(f"gallery {name} must have {n} rows, got {arr.shape[0]}")
+            object.__setattr__(self, name, arr)
+        frames = np.asarray(self.last_frame, np.int64).reshape(-1)
+        cams = np.asarray(self.last_cameras, np.str_).reshape(-1)
+        if frames.shape[0] != n or cams.shape[0] != n:
+            raise ValueError(f"gallery last_frame / last_cameras must have {n} entries")
+        object.__setattr__(self, "last_frame", frames)
+        object.__setattr__(self, "last_cameras", cams)
+        if n and np.unique(gid).shape[0] != n:
+            raise ValueError(f"gallery global ids must be unique, got {gid.tolist()}")
+        if n and int(gid.min()) < 1:
+            raise ValueError(f"global ids must be >= 1, got {int(gid.min())}")
+        floor = int(gid.max()) + 1 if n else 1
+        if int(self.next_id) < floor:
+            raise ValueError(f"gallery next_id must be >= {floor}, got {self.next_id}")
+        object.__setattr__(self, "next_id", int(self.next_id))
+
+    def __len__(self) -> int:
+        return int(self.global_id.shape[0])
+
+    @property
+    def has_embedding(self) -> np.ndarray:
+        return np.linalg.norm(self.embedding, axis=1) > 0 if self.embedding.shape[1] else np.zeros(len(self), bool)
+
+    def to_npz(self) -> dict[str, np.ndarray]:
+        """Arrays for ``np.savez`` / ``RunStore.write_npz`` (no pickled objects)."""
+        out = {name: getattr(self, name) for name in _GALLERY_FIELDS}
+        out["next_id"] = np.asarray(self.next_id, np.int64)
+        return out
+
+    @classmethod
+    def from_npz(cls, arrays: Mapping[str, np.ndarray]) -> "IdentityGallery":
+        missing = [k for k in (*_GALLERY_FIELDS, "next_id") if k not in arrays]
+        if missing:
+            raise ValueError(f"gallery arrays lack {missing}")
+        return cls(**{k: np.asarray(arrays[k]) for k in _GALLERY_FIELDS}, next_id=int(arrays["next_id"]))
+
+
+@dataclass(frozen=True)
+class AssociationResult:
+    global_ids: dict[tuple[str, int], int]
+    gallery: IdentityGallery
+    stats: dict
+
+
+# ---------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Tracklets as arrays; observations sorted by (tracklet, frame)."""
+
+    keys: list[tuple[str, int]]
+    cameras: list[str]
+    camera: np.ndarray  # (n,) index into cameras
+    first: np.ndarray
+    last: np.ndarray
+    length: np.ndarray
+    embedding: np.ndarray  # (n, D) zeros where unknown
+    has_embedding: np.ndarray
+    obs_start: np.ndarray  # (n,) offset of each tracklet's first observation
+    obs_tracklet: np.ndarray
+    obs_frame: np.ndarray
+    obs_xy: np.ndarray  # (M, 2) float64, NaN off-plane
+    obs_sigma: np.ndarray  # (M,) metres
+
+    @property
+    def n(self) -> int:
+        return len(self.keys)
+
+    @property
+    def finite(self) -> np.ndarray:
+        return np.isfinite(self.obs_xy).all(axis=1)
+
+
+def _ground_gain(H: np.ndarray, px: np.ndarray) -> np.ndarray:
+    """Metres per pixel of a homography at image points (RMS over both axes of its Jacobian)."""
+    hom = np.concatenate([px, np.ones((px.shape[0], 1))], axis=1) @ H.T
+    w = hom[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y = hom[:, 0] / w, hom[:, 1] / w
+        jxu, jxv = (H[0, 0] - x * H[2, 0]) / w, (H[0, 1] - x * H[2, 1]) / w
+        jyu, jyv = (H[1, 0] - y * H[2, 0]) / w, (H[1, 1] - y * H[2, 1]) / w
+        return np.sqrt((jxu**2 + jxv**2 + jyu**2 + jyv**2) / 2.0)
+
+
+def _foot_sigma(
+    xyxy: np.ndarray,
+    geometry: CameraGeometry | None,
+    image_size: tuple[float, float] | None,
+    config: AssociationConfig,
+) -> np.ndarray:
+    """Expected per-axis error (m) of each box's projected foot point.
+
+    A foot point is off by a fraction of the box height in pixels; the homography's
+    local gain turns that into metres, so far-away people (small boxes, steep gain)
+    get larger tolerances without needing R and t. Boxes cut by the image border
+    have no visible feet at all, hence the inflation.
+    """
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    if xyxy.shape[0] == 0:
+        return np.zeros(0, np.float64)
+    if geometry is None:
+        return np.full(xyxy.shape[0], config.sigma_max_m)
+    px_err = config.foot_px_fraction * np.clip(xyxy[:, 3] - xyxy[:, 1], 0.0, None)
+    gain = _ground_gain(np.asarray(geometry.H, np.float64), foot_points(xyxy))
+    sigma = np.sqrt(config.sigma_floor_m**2 + (px_err * gain) ** 2)
+    if image_size is not None:
+        w, h = image_size
+        m = config.border_margin_px
+        cut = (xyxy[:, 0] <= m) | (xyxy[:, 2] >= w - m) | (xyxy[:, 3] >= h - m)
+        sigma = np.where(cut, sigma * config.truncated_sigma_factor, sigma)
+    return np.where(np.isfinite(sigma), np.minimum(sigma, config.sigma_max_m), config.sigma_max_m)
+
+
+def _image_size(geometry: CameraGeometry | None, boxes: np.ndarray) -> tuple[float, float] | None:
+    """Known image size, else the extent of the boxes seen (detectors clip boxes to the image)."""
+    if geometry is not None and geometry.image_size is not None:
+        return (float(geometry.image_size[0]), float(geometry.image_size[1]))
+    if boxes.shape[0] == 0:
+        return None
+    return (float(np.ceil(boxes[:, 2].max())), float(np.ceil(boxes[:, 3].max())))
+
+
+def _build_table(tracklets: Sequence[Tracklet], env: Environment, config: AssociationConfig) -> _Table:
+    seen: set[tuple[str, int]] = set()
+    dims = set()
+    for t in tracklets:
+        if t.key in seen:
+            raise ValueError(f"duplicate tracklet {t.key}")
+        seen.add(t.key)
+        if len(t) == 0:
+            raise ValueError(f"tracklet {t.key} has no frames")
+        if t.embedding is not None:
+            dims.add(t.embedding.shape[0])
+    if len(dims) > 1:
+        raise ValueError(f"tracklet embeddings must share one dimension, got {sorted(dims)}")
+    # Sorting by key makes the result independent of the caller's order.
+    ordered = sorted(tracklets, key=lambda t: t.key)
+    keys = [t.key for t in ordered]
+    cameras = sorted({k[0] for k in keys})
+    cam_index = {c: i for i, c in enumerate(cameras)}
+    length = np.array([len(t) for t in ordered], np.int64)
+    dim = dims.pop() if dims else 0
+    emb = np.zeros((len(ordered), dim), np.float32)
+    has = np.zeros(len(ordered), bool)
+    for i, t in enumerate(ordered):
+        if t.embedding is not None and dim and np.linalg.norm(t.embedding) > 0:
+            emb[i] = t.embedding
+            has[i] = True
+    emb = l2_normalise(emb) if dim else emb
+    camera = np.array([cam_index[k[0]] for k in keys], np.int64)
+    obs_tracklet = np.repeat(np.arange(len(ordered)), length)
+    obs_frame = np.concatenate([t.frame_idx for t in ordered]) if ordered else np.zeros(0, np.int64)
+    boxes = np.concatenate([t.xyxy for t in ordered]).astype(np.float64) if ordered else np.zeros((0, 4))
+    obs_xy = np.concatenate([t.map_xy for t in ordered]).astype(np.float64) if ordered else np.zeros((0, 2))
+    sigma = np.zeros(obs_frame.shape[0], np.float64)
+    obs_cam = camera[obs_tracklet]
+    for ci, cam in enumerate(cameras):
+        rows = obs_cam == ci
+        geo = env.calibration.get(cam)
+        sigma[rows] = _foot_sigma(boxes[rows], geo, _image_size(geo, boxes[rows]), config)
+    starts = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+    return _Table(
+        keys=keys,
+        cameras=cameras,
+        camera=camera,
+        first=np.array([t.first_frame for t in ordered], np.int64),
+        last=np.array([t.last_frame for t in ordered], np.int64),
+        length=length,
+        embedding=emb,
+        has_embedding=has,
+        obs_start=starts,
+        obs_tracklet=obs_tracklet,
+        obs_frame=obs_frame,
+        obs_xy=obs_xy,
+        obs_sigma=sigma,
+    )
+
+
+def camera_overlap(
+    env: Environment, cameras: Sequence[str], boxes: Mapping[str, np.ndarray], cell_m: float
+) -> np.ndarray:
+    """Floor overlap of the cameras (C, C) from their geometry.
+
+    Image sizes missing from the calibration are taken from the boxes observed in
+    that camera. A camera whose geometry sees no floor at all (or has no
+    calibration) overlaps everything: unknown must not prune anything.
+    """
+    geos: list[CameraGeometry] = []
+    known: list[int] = []
+    for i, cam in enumerate(cameras):
+        geo = env.calibration.get(cam)
+        size = _image_size(geo, np.asarray(boxes.get(cam, np.zeros((0, 4))), np.float64).reshape(-1, 4))
+        if geo is None or size is None:
+            continue
+        geos.append(replace(geo, image_size=(int(size[0]), int(size[1]))))
+        known.append(i)
+    out = np.ones((len(cameras), len(cameras)))
+    if geos:
+        sub = overlap_matrix(geos, env.plane, cell_m)
+        blind = np.diag(sub) <= 0
+        sub[blind, :] = 1.0
+        sub[:, blind] = 1.0
+        out[np.ix_(known, known)] = sub
+    return out
+
+
+# -------------------------------------------------------------- pass 1 costs
+
+
+@dataclass(frozen=True)
+class _Covisible:
+    a: np.ndarray  # tracklet index pairs, a < b
+    b: np.ndarray
+    n_common: np.ndarray
+    median_z: np.ndarray
+
+
+def _expand(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of ranges [start, start + count) and the range each came from."""
+    owner = np.repeat(np.arange(counts.shape[0]), counts)
+    offsets = np.arange(owner.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+    return starts[owner] + offsets, owner
+
+
+def _covisible_pairs(tab: _Table, cameras_overlap: np.ndarray, config: AssociationConfig) -> _Covisible:
+    """Median normalised ground distance over common frames of every pair that is ever close."""
+    empty = _Covisible(*(np.zeros(0, np.int64),) * 3, np.zeros(0))
+    idx = np.flatnonzero(tab.finite)
+    if idx.shape[0] < 2:
+        return empty
+    r = config.max_match_distance_m
+    # Frames are spread further apart than r, so only same-frame neighbours are found.
+    pts = np.column_stack([tab.obs_xy[idx], tab.obs_frame[idx] * (3.0 * r + 1.0)])
+    found = cKDTree(pts).query_pairs(r, output_type="ndarray")
+    if found.shape[0] == 0:
+        return empty
+    ti, tj = tab.obs_tracklet[idx[found[:, 0]]], tab.obs_tracklet[idx[found[:, 1]]]
+    ci, cj = tab.camera[ti], tab.camera[tj]
+    keep = (ci != cj) & (cameras_overlap[ci, cj] > config.min_camera_overlap)
+    n = np.int64(tab.n)
+    code = np.unique(np.minimum(ti, tj)[keep] * n + np.maximum(ti, tj)[keep])
+    if code.shape[0] == 0:
+        return empty
+    pa, pb = code // n, code % n
+    # Walk the shorter tracklet's frames and look each up in the other one.
+    short = np.where(tab.length[pa] <= tab.length[pb], pa, pb)
+    other = np.where(short == pa, pb, pa)
+    pos, pair = _expand(tab.obs_start[short], tab.length[short])
+    fmin = int(tab.obs_frame.min())
+    span = np.int64(int(tab.obs_frame.max()) - fmin + 1)
+    obs_key = tab.obs_tracklet * span + (tab.obs_frame - fmin)
+    query = other[pair] * span + (tab.obs_frame[pos] - fmin)
+    loc = np.minimum(np.searchsorted(obs_key, query), obs_key.shape[0] - 1)
+    hit = (obs_key[loc] == query) & tab.finite[pos] & tab.finite[loc]
+    pos, loc, pair = pos[hit], loc[hit], pair[hit]
+    dist = np.linalg.norm(tab.obs_xy[pos] - tab.obs_xy[loc], axis=1)
+    z = dist / np.sqrt(tab.obs_sigma[pos] ** 2 + tab.obs_sigma[loc] ** 2)
+    count = np.bincount(pair, minlength=code.shape[0])
+    # One sort by (pair, z): pair in the integer part, z squashed into [0, 0.5) below
+    # it (two-key sorts are several times slower on millions of frame pairs).
+    zs = z[np.argsort(pair + 0.5 * z / (1.0 + z))]
+    start = np.cumsum(count) - count
+    has = count > 0
+    med = np.full(code.shape[0], np.inf)
+    lo = start[has] + (count[has] - 1) // 2
+    hi = start[has] + count[has] // 2
+    med[has] = 0.5 * (zs[lo] + zs[hi])
+    return _Covisible(pa, pb, count, med)
+
+
+def _appearance_distance(emb: np.ndarray, has: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine distance of pairs; NaN where either side has no embedding."""
+    if emb.shape[1] == 0 or a.shape[0] == 0:
+        return np.full(a.shape[0], np.nan)
+    d = 1.0 - np.einsum("ij,ij->i", emb[a].astype(np.float64), emb[b].astype(np.float64))
+    return np.where(has[a] & has[b], d, np.nan)
+
+
+def _blend(primary: np.ndarray, appearance_cost: np.ndarray, weight: float) -> np.ndarray:
+    """Weighted mean of a cost and an appearance cost; the cost alone without appearance."""
+    ok = np.isfinite(appearance_cost)
+    mixed = (primary + weight * np.where(ok, appearance_cost, 0.0)) / (1.0 + weight)
+    return np.where(ok, mixed, primary)
+
+
+# ---------------------------------------------------------- constraints
+
+
+class _Constraints:
+    """Member-level hard constraints, checked whenever two clusters would merge."""
+
+    def __init__(self, tab: _Table, cameras_overlap: np.ndarray, cov: _Covisible, config: AssociationConfig):
+        self.tab = tab
+        self.overlap_ok = cameras_overlap > config.min_camera_overlap
+        self.min_common = config.min_common_frames
+        n = np.int64(max(tab.n, 1))
+        self.n = n
+        self.evaluated = set((cov.a * n + cov.b).tolist())
+        self._memo: dict[int, bool] = {}
+
+    def _never_close(self, a: int, b: int) -> bool:
+        """Co-existing tracklets never close: incompatible when they share enough frames."""
+        code = min(a, b) * int(self.n) + max(a, b)
+        if code in self.evaluated:
+            return False
+        if code not in self._memo:
+            tab = self.tab
+            sa = slice(tab.obs_start[a], tab.obs_start[a] + tab.length[a])
+            sb = slice(tab.obs_start[b], tab.obs_start[b] + tab.length[b])
+            fa, fb = tab.obs_frame[sa], tab.obs_frame[sb]
+            if self.overlap_ok[tab.camera[a], tab.camera[b]]:
+                # Overlapping views: only frames both put on the floor say "far apart".
+                fa, fb = fa[tab.finite[sa]], fb[tab.finite[sb]]
+            need = max(1, min(self.min_common, fa.shape[0], fb.shape[0]))
+            self._memo[code] = np.intersect1d(fa, fb, assume_unique=True).shape[0] >= need
+        return self._memo[code]
+
+    def compatible(self, ma: np.ndarray, mb: np.ndarray) -> bool:
+        tab = self.tab
+        co = (tab.first[ma][:, None] <= tab.last[mb][None, :]) & (tab.first[mb][None, :] <= tab.last[ma][:, None])
+        same = tab.camera[ma][:, None] == tab.camera[mb][None, :]
+        if (co & same).any():
+            return False
+        ia, ib = np.nonzero(co)
+        return not any(self._never_close(int(ma[i]), int(mb[j])) for i, j in zip(ia, ib, strict=True))
+
+
+# ------------------------------------------------------------- clustering
+
+
+def _agglomerate(
+    n: int,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    cannot: tuple[np.ndarray, np.ndarray],
+    max_cost: float,
+    can_merge: Callable[[list[int], list[int]], bool],
+) -> np.ndarray:
+    """Average-linkage agglomerative clustering on a sparse graph; returns a label per node.
+
+    Edges are (a, b, cost, weight); the cluster-pair cost is the weighted mean
+    over the scored member pairs (unscored pairs are no evidence either way).
+    Pairs are merged cheapest first while the cost is below ``max_cost``, the
+    clusters are not cannot-linked and ``can_merge`` accepts the union. A
+    refused pair becomes a cannot-link, which merged clusters inherit.
+    """
+    members: list[list[int]] = [[i] for i in range(n)]
+    nbr: list[dict[int, list[float]]] = [{} for _ in range(n)]
+    forbid: list[set[int]] = [set() for _ in range(n)]
+    version = [0] * n
+    for a, b in zip(cannot[0].tolist(), cannot[1].tolist(), strict=True):
+        if a != b:
+            forbid[a].add(b)
+            forbid[b].add(a)
+    heap: list[tuple[float, int, int, int, int]] = []
+    for a, b, c, w in zip(*(e.tolist() for e in edges), strict=True):
+        if a == b or b in forbid[a] or not np.isfinite(c):
+            continue
+        acc = nbr[a].get(b)
+        if acc is None:
+            acc = [0.0, 0.0]
+            nbr[a][b] = acc
+            nbr[b][a] = acc
+        acc[0] += w * c
+        acc[1] += w
+    for a in range(n):
+        for b, (s, k) in nbr[a].items():
+            if a < b and s / k <= max_cost:
+                heap.append((s / k, a, b, 0, 0))
+    heapq.heapify(heap)
+    while heap:
+        cost, a, b, va, vb = heapq.heappop(heap)
+        if cost > max_cost:
+            break
+        if version[a] != va or version[b] != vb or b not in nbr[a]:
+            continue
+        if not can_merge(members[a], members[b]):
+            del nbr[a][b], nbr[b][a]
+            forbid[a].add(b)
+            forbid[b].add(a)
+            continue
+        keep, gone = (a, b) if (len(members[a]), -a) >= (len(members[b]), -b) else (b, a)
+        members[keep] += members[gone]
+        members[gone] = []
+        del nbr[keep][gone]
+        for x, acc in nbr[gone].items():
+            if x == keep:
+                continue
+            del nbr[x][gone]
+            if x in forbid[keep]:
+                continue
+            mine = nbr[keep].get(x)
+            if mine is None:
+                nbr[keep][x] = acc
+                nbr[x][keep] = acc
+            else:
+                mine[0] += acc[0]
+                mine[1] += acc[1]
+        nbr[gone] = {}
+        for x in forbid[gone]:
+            forbid[x].discard(gone)
+            forbid[x].add(keep)
+            forbid[keep].add(x)
+            if x in nbr[keep]:
+                del nbr[keep][x], nbr[x][keep]
+        forbid[gone] = set()
+        version[keep] += 1
+        for x, (s, k) in nbr[keep].items():
+            if s / k <= max_cost:
+                lo, hi = min(keep, x), max(keep, x)
+                heapq.heappush(heap, (s / k, lo, hi, version[lo], version[hi]))
+    labels = np.empty(n, np.int64)
+    for root, group in enumerate(members):
+        labels[group] = root
+    return labels
+
+
+def _groups(labels: np.ndarray, k: int) -> list[np.ndarray]:
+    """Member indices of each label 0..k-1, ascending."""
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(labels, minlength=k))[:-1]) if k else []
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Dense labels 0..K-1 in order of each cluster's smallest member."""
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(first, kind="stable")
+    remap = np.empty(labels.max() + 1 if labels.size else 0, np.int64)
+    remap[labels[first[order]]] = np.arange(order.shape[0])
+    return remap[labels] if labels.size else labels
+
+
+# ------------------------------------------------------- trajectories, states
+
+
+def _robust_fuse(
+    group: np.ndarray,
+    frame: np.ndarray,
+    camera: np.ndarray,
+    xy: np.ndarray,
+    sigma: np.ndarray,
+    gate_z: float,
+) -> pd.DataFrame:
+    """Per (group, frame): inverse-variance mean of the finite observations.
+
+    With three or more observations, those farther than ``gate_z`` sigmas from
+    the per-frame median are dropped first (one camera's wrong foot point must
+    not drag the fused position).
+    """
+    ok = np.isfinite(xy).all(axis=1)
+    df = pd.DataFrame(
+        {
+            "g": group[ok],
+            "f": frame[ok],
+            "cam": camera[ok],
+            "x": xy[ok, 0],
+            "y": xy[ok, 1],
+            "s": sigma[ok],
+        }
+    )
+    if df.empty:
+        return pd.DataFrame({"g": [], "f": [], "x": [], "y": [], "n": []}).astype(
+            {"g": np.int64, "f": np.int64, "n": np.int64}
+        )
+    grouped = df.groupby(["g", "f"], sort=False)
+    size = grouped["x"].transform("size").to_numpy()
+    mx = grouped["x"].transform("median").to_numpy()
+    my = grouped["y"].transform("median").to_numpy()
+    resid = np.hypot(df["x"].to_numpy() - mx, df["y"].to_numpy() - my)
+    kept = df[(size < 3) | (resid <= gate_z * df["s"].to_numpy())].copy()
+    w = 1.0 / kept["s"].to_numpy() ** 2
+    kept["w"], kept["wx"], kept["wy"] = w, w * kept["x"].to_numpy(), w * kept["y"].to_numpy()
+    agg = kept.groupby(["g", "f"], sort=True).agg(
+        w=("w", "sum"), wx=("wx", "sum"), wy=("wy", "sum"), n=("cam", "nunique")
+    )
+    out = agg.reset_index()
+    out["x"] = out["wx"] / out["w"]
+    out["y"] = out["wy"] / out["w"]
+    return out[["g", "f", "x", "y", "n"]]
+
+
+@dataclass(frozen=True)
+class _States:
+    """Start and end of each group's fused trajectory (NaN where never on the floor)."""
+
+    start_frame: np.ndarray
+    start_xy: np.ndarray
+    start_vel: np.ndarray  # m/s
+    end_frame: np.ndarray
+    end_xy: np.ndarray
+    end_vel: np.ndarray
+    span_first: np.ndarray  # first / last frame of any member, on the floor or not
+    span_last: np.ndarray
+    embedding: np.ndarray  # (G, D) L2-normalised, zeros where unknown
+    has_embedding: np.ndarray
+
+
+def _window_fit(
+    g: np.ndarray, t: np.ndarray, x: np.ndarray, y: np.ndarray, n_groups: int, min_points: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares line per group: value at t = 0 and slope (per frame).
+
+    The slope is NaN (unknown) with fewer than ``min_points`` points: a
+    velocity from two noisy feet is no evidence of where someone was heading.
+    """
+
+    def s(w: np.ndarray | None) -> np.ndarray:
+        return np.bincount(g, weights=w, minlength=n_groups)
+
+    n, st, stt = s(None), s(t), s(t * t)
+    den = n * stt - st * st
+    xy0 = np.full((n_groups, 2), np.nan)
+    vel = np.full((n_groups, 2), np.nan)
+    for k, v in enumerate((x, y)):
+        sv, stv = s(v), s(t * v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(den > 0, (n * stv - st * sv) / den, 0.0)
+            xy0[:, k] = np.where(n > 0, (sv - slope * st) / n, np.nan)
+        vel[:, k] = np.where(n >= max(min_points, 2), slope, np.nan)
+    return xy0, vel
+
+
+def _states(tab: _Table, group_of: np.ndarray, n_groups: int, fps: float, config: AssociationConfig) -> _States:
+    obs_group = group_of[tab.obs_tracklet]
+    fused = _robust_fuse(
+        obs_group,
+        tab.obs_frame,
+        tab.camera[tab.obs_tracklet],
+        tab.obs_xy,
+        tab.obs_sigma,
+        config.gate_z,
+    )
+    g = fused["g"].to_numpy(np.int64)
+    f = fused["f"].to_numpy(np.int64)
+    x, y = fused["x"].to_numpy(), fused["y"].to_numpy()
+    big = np.iinfo(np.int64).max
+    first = np.full(n_groups, big)
+    last = np.full(n_groups, -1)
+    np.minimum.at(first, g, f)
+    np.maximum.at(last, g, f)
+    window = max(1, round(config.state_window_s * fps))
+    in_start = f < first[g] + window
+    start_xy, start_vel = _window_fit(
+        g[in_start], (f - first[g])[in_start], x[in_start], y[in_start], n_groups, window // 2
+    )
+    in_end = f > last[g] - window
+    end_xy, end_vel = _window_fit(g[in_end], (f - last[g])[in_end], x[in_end], y[in_end], n_groups, window // 2)
+
+    def clamp(v: np.ndarray) -> np.ndarray:
+        # A two-frame fit of noisy feet can claim any speed; nobody walks faster than the limit.
+        v = v * fps
+        speed = np.linalg.norm(v, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            fast = speed > config.max_speed_mps
+        return np.where(fast, v * config.max_speed_mps / np.maximum(speed, 1e-12), v)
+
+    span_first = np.full(n_groups, big)
+    span_last = np.full(n_groups, -1)
+    np.minimum.at(span_first, group_of, tab.first)
+    np.maximum.at(span_last, group_of, tab.last)
+    dim = tab.embedding.shape[1]
+    emb = np.zeros((n_groups, dim), np.float64)
+    if dim:
+        weight = (tab.length * tab.has_embedding).astype(np.float64)
+        np.add.at(emb, group_of, tab.embedding * weight[:, None])
+    has = np.linalg.norm(emb, axis=1) > 0 if dim else np.zeros(n_groups, bool)
+    return _States(
+        start_frame=np.where(last >= 0, first, -1),
+        start_xy=start_xy,
+        start_vel=clamp(start_vel),
+        end_frame=last,
+        end_xy=end_xy,
+        end_vel=clamp(end_vel),
+        span_first=span_first,
+        span_last=span_last,
+        embedding=l2_normalise(emb.astype(np.float32)) if dim else emb.astype(np.float32),
+        has_embedding=has,
+    )
+
+
+def _link_costs(
+    end_frame: np.ndarray,
+    end_xy: np.ndarray,
+    end_vel: np.ndarray,
+    start_frame: np.ndarray,
+    start_xy: np.ndarray,
+    start_vel: np.ndarray,
+    app_dist: np.ndarray,
+    fps: float,
+    config: AssociationConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cost of "the one that ended continues as the one that starts", and impossibility.
+
+    Both ends are extrapolated towards each other at constant velocity (for at
+    most ``extrapolation_s`` each) and must meet within a tolerance that grows
+    with the gap; where both velocities are known, they must also agree within
+    what a walker can change in that time (someone leaving through a door is
+    not the one coming in through it). Beyond ``max_gap_s`` motion says nothing
+    and appearance alone decides, with its stricter gate. A link faster than
+    ``max_speed_mps`` (beyond the position tolerance) is impossible. Returns
+    (cost, NaN where no evidence; impossible).
+    """
+    gap_s = np.maximum(start_frame - end_frame, 1) / fps
+    spatial = np.isfinite(end_xy).all(axis=1) & np.isfinite(start_xy).all(axis=1)
+    straight = np.linalg.norm(start_xy - end_xy, axis=1)
+    with np.errstate(invalid="ignore"):
+        impossible = spatial & (straight > config.link_tolerance_m + config.max_speed_mps * gap_s)
+    h = np.minimum(gap_s / 2.0, config.extrapolation_s)[:, None]
+    ve, vs = np.nan_to_num(end_vel), np.nan_to_num(start_vel)
+    err = np.linalg.norm((end_xy + ve * h) - (start_xy - vs * h), axis=1)
+    tol = config.link_tolerance_m + config.motion_tolerance_mps * gap_s
+    turn = np.linalg.norm(start_vel - end_vel, axis=1) / (
+        config.velocity_tolerance_mps + config.max_acceleration_mps2 * gap_s
+    )
+    motion = np.fmax(err / tol, turn)  # fmax: an unknown velocity (NaN) does not count
+    near = spatial & (gap_s <= config.max_gap_s)
+    cost = _blend(
+        np.where(near, motion, np.nan),
+        app_dist / config.appearance_gate,
+        config.appearance_weight,
+    )
+    cost = np.where(near, cost, app_dist / config.reentry_appearance_gate)
+    return cost, impossible
+
+
+# ------------------------------------------------------------------- passes
+
+
+def _pass1(
+    tab: _Table, cov: _Covisible, constraints: _Constraints, config: AssociationConfig
+) -> tuple[np.ndarray, dict]:
+    # A tracklet shorter than min_common_frames is judged on all the frames it has:
+    # a fragment of a few frames still deserves its person's id.
+    on_floor = np.bincount(tab.obs_tracklet[tab.finite], minlength=tab.n)
+    need = np.minimum(config.min_common_frames, np.minimum(on_floor[cov.a], on_floor[cov.b]))
+    scored = cov.n_common >= np.maximum(need, 1)
+    far = scored & (cov.median_z > config.cannot_link_z)
+    ok = scored & ~far
+    a, b = cov.a[ok], cov.b[ok]
+    app = _appearance_distance(tab.embedding, tab.has_embedding, a, b)
+    cost = _blend(cov.median_z[ok] / config.gate_z, app / config.appearance_gate, config.appearance_weight)
+    # Pairs seen together longer weigh more in a cluster's average cost.
+    labels = _agglomerate(
+        tab.n,
+        (a, b, cost, cov.n_common[ok].astype(np.float64)),
+        (cov.a[far], cov.b[far]),
+        config.merge_max_cost,
+        lambda ma, mb: constraints.compatible(np.asarray(ma), np.asarray(mb)),
+    )
+    return _relabel(labels), {"pairs_scored": int(scored.sum()), "cannot_link": int(far.sum())}
+
+
+def _temporal_candidates(st: _States, max_overlap: int, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Node pairs (p, q) where q starts near the end of p: sorted starts + binary search."""
+    order = np.argsort(st.span_first, kind="stable")
+    starts = st.span_first[order]
+    lo = np.searchsorted(starts, st.span_last - max_overlap, side="left")
+    hi = np.searchsorted(starts, st.span_last + max_gap, side="right")
+    counts = np.maximum(hi - lo, 0)
+    pos, p = _expand(lo, counts)
+    q = order[pos]
+    keep = q != p
+    return p[keep], q[keep]
+
+
+def _appearance_candidates(st: _States, max_gap: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each node's k most similar nodes among those separated by more than the motion gap."""
+    idx = np.flatnonzero(st.has_embedding)
+    if k == 0 or idx.shape[0] < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    emb = st.embedding[idx]
+    first, last = st.span_first[idx], st.span_last[idx]
+    out_p, out_q = [], []
+    block = 1024
+    for s in range(0, idx.shape[0], block):
+        sim = emb[s : s + block] @ emb.T
+        sep = np.maximum(first[None, :] - last[s : s + block, None], first[s : s + block, None] - last[None, :])
+        sim[sep <= max_gap] = -np.inf
+        kk = min(k, idx.shape[0] - 1)
+        top = np.argpartition(-sim, kk - 1, axis=1)[:, :kk] if kk > 0 else np.zeros((sim.shape[0], 0), int)
+        rows = np.repeat(np.arange(sim.shape[0]), top.shape[1])
+        valid = np.isfinite(sim[rows, top.ravel()])
+        out_p.append(idx[s + rows[valid]])
+        out_q.append(idx[top.ravel()[valid]])
+    return np.concatenate(out_p), np.concatenate(out_q)
+
+
+def _pass2(
+    tab: _Table,
+    labels1: np.ndarray,
+    constraints: _Constraints,
+    fps: float,
+    config: AssociationConfig,
+) -> tuple[np.ndarray, dict]:
+    k = int(labels1.max()) + 1 if labels1.size else 0
+    st = _states(tab, labels1, k, fps, config)
+    max_overlap = config.min_common_frames - 1
+    max_gap = int(np.ceil(config.max_gap_s * fps))
+    p, q = _temporal_candidates(st, max_overlap, max_gap)
+    lp, lq = _appearance_candidates(st, max_gap, config.reentry_neighbours)
+    p, q = np.concatenate([p, lp]), np.concatenate([q, lq])
+    # Orient every pair as (earlier end, later start) and drop duplicates.
+    swap = st.span_last[p] > st.span_last[q]
+    p, q = np.where(swap, q, p), np.where(swap, p, q)
+    if p.size:
+        code = np.unique(p * np.int64(k) + q)
+        p, q = code // k, code % k
+    app = _appearance_distance(st.embedding, st.has_embedding, p, q)
+    cost, impossible = _link_costs(
+        st.end_frame[p],
+        st.end_xy[p],
+        st.end_vel[p],
+        st.start_frame[q],
+        st.start_xy[q],
+        st.start_vel[q],
+        app,
+        fps,
+        config,
+    )
+    nodes = _groups(labels1, k)
+
+    def can_merge(ga: list[int], gb: list[int]) -> bool:
+        fa, la = st.span_first[ga], st.span_last[ga]
+        fb, lb = st.span_first[gb], st.span_last[gb]
+        overlap = np.minimum(la[:, None], lb[None, :]) - np.maximum(fa[:, None], fb[None, :]) + 1
+        if (overlap > max_overlap).any():
+            return False
+        return constraints.compatible(np.concatenate([nodes[i] for i in ga]), np.concatenate([nodes[i] for i in gb]))
+
+    labels2 = _agglomerate(
+        k,
+        (p, q, cost, np.ones(p.shape[0])),
+        (p[impossible], q[impossible]),
+        config.link_max_cost,
+        can_merge,
+    )
+    labels2 = _relabel(labels2)
+    links = int(k - (labels2.max() + 1)) if k else 0
+    return labels2[labels1], {"temporal_candidates": int(p.shape[0]), "temporal_links": links}
+
+
+def _match_gallery(st: _States, gallery: IdentityGallery, fps: float, config: AssociationConfig) -> dict[int, int]:
+    """Cluster index -> existing global id, by Hungarian on border continuity + appearance."""
+    n, g = st.span_first.shape[0], len(gallery)
+    if n == 0 or g == 0:
+        return {}
+    c, i = np.repeat(np.arange(n), g), np.tile(np.arange(g), n)
+    app = np.full(c.shape[0], np.nan)
+    dim = st.embedding.shape[1]
+    if dim and dim == gallery.embedding.shape[1]:
+        d = 1.0 - np.einsum("ij,ij->i", st.embedding[c].astype(np.float64), gallery.embedding[i].astype(np.float64))
+        app = np.where(st.has_embedding[c] & gallery.has_embedding[i], d, np.nan)
+    start = np.where(st.start_frame[c] >= 0, st.start_frame[c], st.span_first[c])
+    cost, impossible = _link_costs(
+        gallery.last_frame[i],
+        gallery.last_xy[i].astype(np.float64),
+        gallery.last_velocity[i].astype(np.float64),
+        start,
+        st.start_xy[c],
+        st.start_vel[c],
+        app,
+        fps,
+        config,
+    )
+    # An identity seen after this cluster began cannot be continued by it.
+    bad = impossible | ~np.isfinite(cost) | (cost > config.link_max_cost) | (st.span_first[c] <= gallery.last_frame[i])
+    matrix = np.where(bad, np.inf, cost).reshape(n, g)
+    feasible = np.isfinite(matrix)
+    if not feasible.any():
+        return {}
+    big = float(np.nanmax(np.where(feasible, matrix, 0.0))) * 10.0 + 10.0
+    rows, cols = linear_sum_assignment(np.where(feasible, matrix, big))
+    return {int(r): int(gallery.global_id[k]) for r, k in zip(rows, cols, strict=True) if feasible[r, k]}
+
+
+def _update_gallery(
+    gallery: IdentityGallery,
+    gids: np.ndarray,
+    st: _States,
+    last_cams: list[str],
+    config: AssociationConfig,
+) -> IdentityGallery:
+    dim = max(st.embedding.shape[1], gallery.embedding.shape[1])
+    old = {int(g): k for k, g in enumerate(gallery.global_id)}
+    all_ids = sorted(set(old) | set(int(g) for g in gids))
+    row = {g: k for k, g in enumerate(all_ids)}
+    m = len(all_ids)
+    emb = np.zeros((m, dim), np.float32)
+    last_xy = np.full((m, 2), np.nan, np.float32)
+    last_vel = np.full((m, 2), np.nan, np.float32)
+    last_frame = np.zeros(m, np.int64)
+    cams = np.zeros(m, dtype=object)
+    for g, k in old.items():
+        r = row[g]
+        if gallery.embedding.shape[1] == dim:
+            emb[r] = gallery.embedding[k]
+        last_xy[r], last_vel[r] = gallery.last_xy[k], gallery.last_velocity[k]
+        last_frame[r], cams[r] = gallery.last_frame[k], str(gallery.last_cameras[k])
+    prev_has = np.linalg.norm(emb, axis=1) > 0
+    for c, g in enumerate(gids.tolist()):
+        r = row[g]
+        if st.has_embedding[c] and st.embedding.shape[1] == dim:
+            new = st.embedding[c]
+            emb[r] = new if not prev_has[r] else config.gallery_momentum * emb[r] + (1 - config.gallery_momentum) * new
+        last_xy[r] = st.end_xy[c]
+        last_vel[r] = st.end_vel[c]
+        last_frame[r] = st.span_last[c]
+        cams[r] = last_cams[c]
+    return IdentityGallery(
+        global_id=np.array(all_ids, np.int64),
+        embedding=l2_normalise(emb) if dim else emb,
+        last_xy=last_xy,
+        last_velocity=last_vel,
+        last_frame=last_frame,
+        last_cameras=np.array([str(x) for x in cams], np.str_) if m else np.zeros(0, np.str_),
+        next_id=max([gallery.next_id, *(g + 1 for g in all_ids)]),
+    )
+
+
+def associate(
+    tracklets: Sequence[Tracklet],
+    env: Environment,
+    config: AssociationConfig | None = None,
+    gallery: IdentityGallery | None = None,
+) -> AssociationResult:
+    """Global ids for one chunk's tracklets, continuing the identities of ``gallery``.
+
+    Every tracklet gets an id (short ones too, possibly their own). New identities
+    are numbered from ``gallery.next_id`` in order of first appearance, then
+    camera id and track id, so the same inputs always give the same ids.
+    """
+    t0 = time.perf_counter()
+    config = config or AssociationConfig()
+    gallery = gallery or IdentityGallery()
+    if not env.fps > 0:
+        raise ValueError(f"environment {env.environment_id!r} needs fps > 0, got {env.fps}")
+    tab = _build_table(tracklets, env, config)
+    stats: dict = {"tracklets": tab.n, "observations": int(tab.obs_frame.shape[0])}
+    if tab.n == 0:
+        stats.update(clusters=0, covisible_clusters=0, pairs_scored=0, gallery_matches=0, new_identities=0)
+        stats["seconds"] = time.perf_counter() - t0
+        return AssociationResult({}, gallery, stats)
+    boxes: dict[str, list[np.ndarray]] = {c: [] for c in tab.cameras}
+    for t in tracklets:
+        boxes[t.camera_id].append(t.xyxy)
+    overlap = camera_overlap(env, tab.cameras, {c: np.concatenate(b) for c, b in boxes.items()}, config.overlap_cell_m)
+    cov = _covisible_pairs(tab, overlap, config)
+    constraints = _Constraints(tab, overlap, cov, config)
+    labels1, s1 = _pass1(tab, cov, constraints, config)
+    labels, s2 = _pass2(tab, labels1, constraints, env.fps, config)
+    k = int(labels.max()) + 1
+    st = _states(tab, labels, k, env.fps, config)
+    matched = _match_gallery(st, gallery, env.fps, config)
+    members = _groups(labels, k)
+    first_key = [tab.keys[int(m[0])] for m in members]
+    new = sorted(
+        (c for c in range(k) if c not in matched),
+        key=lambda c: (int(st.span_first[c]), first_key[c]),
+    )
+    gids = np.zeros(k, np.int64)
+    for c, g in matched.items():
+        gids[c] = g
+    for offset, c in enumerate(new):
+        gids[c] = gallery.next_id + offset
+    window = max(1, round(config.state_window_s * env.fps))
+    last_cams = [
+        ",".join(sorted({tab.cameras[tab.camera[i]] for i in m if tab.last[i] > st.span_last[c] - window}))
+        for c, m in enumerate(members)
+    ]
+    new_gallery = _update_gallery(gallery, gids, st, last_cams, config)
+    stats.update(s1)
+    stats.update(s2)
+    stats.update(
+        covisible_clusters=int(labels1.max()) + 1,
+        clusters=k,
+        gallery_matches=len(matched),
+        new_identities=len(new),
+        seconds=time.perf_counter() - t0,
+    )
+    global_ids = {tab.keys[i]: int(gids[labels[i]]) for i in range(tab.n)}
+    return AssociationResult(global_ids, new_gallery, stats)
+
+
+# ------------------------------------------------------------------ fusion
+
+
+_MAP_COLUMNS = {
+    "frame_idx": np.int64,
+    "global_id": np.int64,
+    "map_x": np.float32,
+    "map_y": np.float32,
+    "n_cameras": np.int32,
+}
+
+
+def fuse_positions(
+    tracks_df: pd.DataFrame,
+    global_ids: Mapping[tuple[str, int], int],
+    env: Environment,
+    config: AssociationConfig | None = None,
+) -> pd.DataFrame:
+    """One ground position per identity per frame from every camera that sees it.
+
+    Each camera's foot point is weighted by the inverse of its expected error
+    (closer and larger boxes count more, boxes cut by the border little), after
+    dropping points that disagree with the other cameras' median. Rows of tracks
+    without a global id are ignored; identities seen only off the floor in a frame
+    keep a row with NaN position and ``n_cameras`` 0. Sorted by (frame_idx, global_id).
+    """
+    config = config or AssociationConfig()
+    needed = {"camera_id", "frame_idx", "track_id", "x1", "y1", "x2", "y2", "map_x", "map_y"}
+    missing = sorted(needed - set(tracks_df.columns))
+    if missing:
+        raise ValueError(f"tracks_df lacks columns {missing}")
+    empty = pd.DataFrame({k: pd.Series(dtype=v) for k, v in _MAP_COLUMNS.items()})
+    if tracks_df.empty or not global_ids:
+        return empty
+    ids = pd.DataFrame(
+        [(str(c), int(t), int(g)) for (c, t), g in global_ids.items()],
+        columns=["camera_id", "track_id", "global_id"],
+    )
+    df = tracks_df[list(needed)].copy()
+    df["camera_id"] = df["camera_id"].astype(str)
+    df["track_id"] = df["track_id"].astype(np.int64)
+    df = df.merge(ids, on=["camera_id", "track_id"], how="inner")
+    if df.empty:
+        return empty
+    boxes = df[["x1", "y1", "x2", "y2"]].to_numpy(np.float64)
+    sigma = np.zeros(len(df))
+    cams = df["camera_id"].to_numpy()
+    cam_codes, cam_index = np.unique(cams, return_inverse=True)
+    for ci, cam in enumerate(cam_codes):
+        rows = cam_index == ci
+        geo = env.calibration.get(str(cam))
+        sigma[rows] = _foot_sigma(boxes[rows], geo, _image_size(geo, boxes[rows]), config)
+    gid = df["global_id"].to_numpy(np.int64)
+    frame = df["frame_idx"].to_numpy(np.int64)
+    xy = df[["map_x", "map_y"]].to_numpy(np.float64)
+    fused = _robust_fuse(gid, frame, cam_index, xy, sigma, config.gate_z)
+    present = pd.DataFrame({"g": gid, "f": frame}).drop_duplicates()
+    out = present.merge(fused, on=["g", "f"], how="left")
+    out = out.rename(columns={"g": "global_id", "f": "frame_idx", "x": "map_x", "y": "map_y", "n": "n_cameras"})
+    out["n_cameras"] = out["n_cameras"].fillna(0)
+    out = out.sort_values(["frame_idx", "global_id"], kind="stable").reset_index(drop=True)
+    return out[list(_MAP_COLUMNS)].astype(_MAP_COLUMNS)

@@ -877,12 +877,6 @@ class _Simulator:
     def nearest_door(self, xy: np.ndarray) -> int:
         return int(np.argmin([math.hypot(d.x - xy[0], d.y - xy[1]) for d in self.layout.doors]))
 
-    def far_door(self, i: int) -> int:
-        d0 = self.layout.doors[i]
-        dist = [math.hypot(d.x - d0.x, d.y - d0.y) for d in self.layout.doors]
-        far = [j for j in np.argsort(dist)[::-1][: max(1, len(dist) // 2)] if j != i]
-        return int(self.rng.choice(far)) if far else i
-
     def plan(self) -> tuple[list[_Walker], np.ndarray]:
         """Initial walkers and positions (NaN for those who enter later)."""
         T = self.spec.seconds
@@ -1003,11 +997,12 @@ class _Simulator:
                     vel[i] = 0.0
                     w.mode = "absent"
                     if w.gap is not None:
-                        w.enter_at, w.enter_door, w.gap = (
-                            now + w.gap,
-                            self.far_door(w.exit_door),
-                            None,
-                        )
+                        # Come back through any door, but no sooner than walking there
+                        # outside the hall allows: re-entries must be physically possible.
+                        back = int(self.rng.integers(len(self.layout.doors)))
+                        d0, d1 = self.layout.doors[w.exit_door], self.layout.doors[back]
+                        walk_s = math.hypot(d1.x - d0.x, d1.y - d0.y) / speed0[i]
+                        w.enter_at, w.enter_door, w.gap = now + w.gap + walk_s, back, None
                     continue
                 elif w.mode == "walk" and self.rng.random() < 0.3:
                     w.mode, w.pause_until = "pause", now + self.rng.uniform(1, 4)

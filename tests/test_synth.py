@@ -171,12 +171,17 @@ def test_camera_rigs(n):
 
 
 def test_reentry_people_leave_and_come_back():
-    spec = SceneSpec(cameras=1, people=6, seconds=20.0, fps=5, seed=2, reentry=True)
+    spec = SceneSpec(cameras=1, people=6, seconds=40.0, fps=5, seed=2, reentry=True)
     layout = make_layout(spec)
     motion = simulate(spec, layout, make_people(spec))
     present = np.isfinite(motion.pos[:, :, 0])
     returned = [p for p in range(spec.people) if (np.diff(present[:, p].astype(int)) == 1).any() and present[0, p]]
     assert returned, "with reentry some person present at the start must leave and come back"
+    for p in returned:  # a re-entry is physically possible: nobody teleports across the hall
+        left = int(np.argmax(np.diff(present[:, p].astype(int)) == -1))
+        back = left + 1 + int(np.argmax(present[left + 1 :, p]))
+        gap_s = (back - left) / spec.fps
+        assert np.linalg.norm(motion.pos[back, p] - motion.pos[left, p]) / gap_s < 2.0
     assert present.any(axis=0).all()
     xy = motion.pos[present]
     assert (xy[:, 0] >= 0).all() and (xy[:, 0] <= 20).all() and (xy[:, 1] >= 0).all() and (xy[:, 1] <= 15).all()

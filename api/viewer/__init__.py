@@ -1,0 +1,1 @@
+"""Browser viewer: static page, per-task media description and range-served videos."""

@@ -18,10 +18,11 @@ os.environ.update(
     PREFECT_SERVER_ANALYTICS_ENABLED="false",
     HF_HUB_OFFLINE="1",
     PREFECT_HOME=_PREFECT_HOME,
-    PREFECT_API_URL="",
     PREFECT_LOGGING_TO_API_ENABLED="false",
     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
 )
+# An empty PREFECT_API_URL breaks the ephemeral API's events client: unset it instead.
+os.environ.pop("PREFECT_API_URL", None)
 
 import pytest  # noqa: E402
 

@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only; the maths lives in ``spoton``, the I/O in ``tasks``."""

@@ -66,7 +66,7 @@ def announce_end(flow: Any, flow_run: Any, state: Any) -> None:  # noqa: ARG001
     """
     if not flow_run.parameters.get("publish"):
         return
-    status = "CANCELLED" if state.is_cancelled() else "FAILED"
+    status = "CANCELLED" if state.is_cancelled() or state.is_cancelling() else "FAILED"
     send_status(flow_run.id, status, 100.0, state.name, state.message)
 
 

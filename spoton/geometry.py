@@ -153,7 +153,11 @@ class CameraGeometry:
         """Camera centre on the floor (x, y, height) when full calibration is known."""
         if self.R is None or self.t is None:
             return None
-        return (-self.R.T @ np.asarray(self.t, np.float64).reshape(3)).astype(np.float64)
+        centre = -self.R.T @ np.asarray(self.t, np.float64).reshape(3)
+        # A camera that sees the floor is above it; left-handed datasets (MultiviewX)
+        # put it at negative z, so report the height as a distance.
+        centre[2] = abs(centre[2])
+        return centre
 
     def sees(self, map_xy: np.ndarray) -> np.ndarray:
         """Which ground points lie inside this camera's image (requires image_size)."""

@@ -1,0 +1,1 @@
+"""SpotOn results API: FastAPI app, persistence and the live feed (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""HTTP routers of the results API, one module per resource."""

@@ -1,0 +1,959 @@
+"""Person detectors behind one small protocol.
+
+``Detector.detect(frame) -> Detections`` and ``detect_batch(frames)``; a
+detector that needs to see a sub-video before its frames (the background
+model of ``bgsub``, the frame cursor of ``mot``) also has
+``prepare(video_path, frame_offset=0)``, which the pipeline calls once per
+sub-video before feeding its frames in order.
+
+- ``bgsub`` (default, weightless): static cameras, retrospective analysis. The
+  background is the temporal median of frames sampled across the whole
+  sub-video; per frame, foreground = colour distance to it (shadows removed),
+  and calibrated person-sized boxes are fitted to the foreground, which splits
+  people merged side by side or in depth and rejects blobs of no person size.
+- ``torchvision``: a torchvision detection model (Faster R-CNN ResNet50-FPN v2
+  by default) from a local state dict; batched, person class only.
+- ``mot``: precomputed MOTChallenge det.txt / gt.txt rows (external detectors,
+  oracle runs with ground truth as detections).
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from spoton.embed import check_options, resolve_device, weight_file
+from spoton.geometry import CameraGeometry, GroundPlane
+from spoton.types import PERSON_CLASS_ID, Detections
+
+TORCHVISION_DEFAULT_MODEL = "fasterrcnn_resnet50_fpn_v2"
+TORCHVISION_DEFAULT_WEIGHTS = "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth"
+TORCHVISION_WEIGHTS_SOURCE = (
+    "torchvision's COCO checkpoint, e.g. "
+    "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth for the default model"
+)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@runtime_checkable
+class Detector(Protocol):
+    def detect(self, frame: np.ndarray) -> Detections:
+        """Person boxes of one BGR frame."""
+        ...
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """Person boxes of consecutive frames (batched where the model can)."""
+        ...
+
+
+def _check_frame(frame: np.ndarray) -> np.ndarray:
+    if (
+        not isinstance(frame, np.ndarray)
+        or frame.ndim != 3
+        or frame.shape[2] != 3
+        or frame.dtype != np.uint8
+    ):
+        desc = (getattr(frame, "shape", None), getattr(frame, "dtype", None))
+        raise ValueError(f"frame must be an (H, W, 3) uint8 BGR image, got shape/dtype {desc}")
+    return frame
+
+
+# ------------------------------------------------------------ frame sampling
+
+
+def sample_frames(video_path: Path | str, n: int) -> list[np.ndarray]:
+    """Up to ``n`` BGR frames spread evenly over a video file or image folder.
+
+    Videos are walked with ``grab`` (demux + decode, no colour conversion) and
+    only the chosen frames are retrieved; H.264 cannot seek cheaply, so one
+    sequential pass is the fastest exact way. Reading stops quietly at a
+    corrupt frame: the frames before it still make a background, and the
+    frame reader reports the corruption when the pipeline reaches it.
+    """
+    if n < 1:
+        raise ValueError(f"number of frames to sample must be >= 1, got {n}")
+    path = Path(video_path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            return []
+        picks = np.unique(np.linspace(0, len(files) - 1, min(n, len(files))).round().astype(int))
+        frames = [cv2.imread(str(files[i]), cv2.IMREAD_COLOR) for i in picks]
+        return [f for f in frames if f is not None]
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if total <= 0:
+            return []
+        wanted = set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist())
+        last = max(wanted)
+        out: list[np.ndarray] = []
+        for i in range(last + 1):
+            if not cap.grab():
+                break
+            if i in wanted:
+                ok, frame = cap.retrieve()
+                if not ok:
+                    break
+                out.append(frame)
+        return out
+    finally:
+        cap.release()
+
+
+def temporal_median(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-pixel median of equally sized uint8 frames: people move, the floor stays."""
+    if not frames:
+        raise ValueError("temporal_median needs at least one frame, got 0")
+    stack = np.stack(frames)
+    k = stack.shape[0] // 2
+    # partition (O(n)) instead of a full median sort; the lower median of an
+    # even count is as good a background estimate and stays uint8.
+    return np.ascontiguousarray(np.partition(stack, k, axis=0)[k])
+
+
+# -------------------------------------------------------- person size priors
+
+
+class PersonSize(Protocol):
+    """Expected image size (px) of a standing person whose feet are at image point (u, v)."""
+
+    def size_px(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(height, width) arrays; NaN where no person can stand (beyond the horizon)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CalibratedSize:
+    """Exact pinhole projection of a person-sized box standing on the floor (z = 0)."""
+
+    geometry: CameraGeometry
+    height_m: float = 1.7
+    width_m: float = 0.5
+
+    def __post_init__(self) -> None:
+        g = self.geometry
+        if g.K is None or g.R is None or g.t is None:
+            raise ValueError(f"camera {g.camera_id}: CalibratedSize needs K, R and t")
+        if not (0.5 <= self.height_m <= 2.5 and 0.1 <= self.width_m <= 1.5):
+            raise ValueError(f"implausible person size {self.height_m} m x {self.width_m} m")
+
+    def _floor_points(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Where the viewing rays of pixels (u, v) meet the floor; NaN above the horizon.
+
+        Intersects rays with z = 0 from K, R, t directly rather than through the
+        homography, whose overall sign (and so the in-front test) depends on
+        how it was normalised.
+        """
+        g = self.geometry
+        R = np.asarray(g.R, np.float64)
+        centre = -R.T @ np.asarray(g.t, np.float64).reshape(3)
+        rays = np.linalg.solve(np.asarray(g.K, np.float64), np.stack([u, v, np.ones_like(u)]))
+        rays = R.T @ rays  # world directions, (3, n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = -centre[2] / rays[2]
+        s = np.where(s > 0, s, np.nan)
+        return (centre[:2, None] + s * rays[:2]).T
+
+    def _to_image(self, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = self.geometry
+        cam = world @ np.asarray(g.R, np.float64).T + np.asarray(g.t, np.float64).reshape(1, 3)
+        img = cam @ np.asarray(g.K, np.float64).T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            px = img[:, :2] / img[:, 2:3]
+        return px, cam[:, 2]
+
+    def size_px(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        u = np.asarray(u, np.float64).reshape(-1)
+        v = np.asarray(v, np.float64).reshape(-1)
+        ground = self._floor_points(u, v)
+        n = ground.shape[0]
+        feet = np.concatenate([ground, np.zeros((n, 1))], axis=1)
+        head = feet + np.array([0.0, 0.0, self.height_m])
+        # Shoulder-width offsets along the camera's x axis: horizontal and
+        # perpendicular to the view, so the projected width is the full width.
+        side = np.asarray(self.geometry.R, np.float64)[0] * (self.width_m / 2.0)
+        mid = feet + np.array([0.0, 0.0, self.height_m / 2.0])
+        pts, depth = self._to_image(np.concatenate([feet, head, mid - side, mid + side]))
+        p = pts.reshape(4, n, 2)
+        d = depth.reshape(4, n)
+        h = np.linalg.norm(p[0] - p[1], axis=1)
+        w = np.linalg.norm(p[2] - p[3], axis=1)
+        bad = ~np.isfinite(ground).all(axis=1) | (d.min(axis=0) <= 1e-6)
+        h[bad] = np.nan
+        w[bad] = np.nan
+        return h, w
+
+
+@dataclass(frozen=True)
+class LinearSize:
+    """height = slope * v + intercept, width = aspect * height: a level camera's size law.
+
+    For a camera without roll the image height of a person grows linearly with
+    the distance of the feet below the horizon, so a line fitted to isolated
+    blobs (homography-only calibration) predicts sizes almost as well as K/R/t.
+    """
+
+    slope: float
+    intercept: float
+    aspect: float
+
+    def size_px(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = np.asarray(v, np.float64).reshape(-1)
+        h = self.slope * v + self.intercept
+        h = np.where(h > 1.0, h, np.nan)
+        return h, h * self.aspect
+
+
+def calibrated_size(geometry: CameraGeometry | None, **kwargs: float) -> CalibratedSize | None:
+    """The exact size prior of a fully calibrated camera (K, R, t), else None."""
+    if geometry is None or geometry.K is None or geometry.R is None or geometry.t is None:
+        return None
+    return CalibratedSize(geometry, **kwargs)
+
+
+def fit_linear_size(
+    bottoms: np.ndarray, heights: np.ndarray, widths: np.ndarray, *, seed: int = 0
+) -> LinearSize | None:
+    """Robust (RANSAC) fit of the size law to blob measurements; None if the data cannot support one.
+
+    Merged and fragmented blobs are outliers on both sides of the true line;
+    RANSAC with a relative tolerance keeps the dominant (single person) mode.
+    """
+    v = np.asarray(bottoms, np.float64)
+    h = np.asarray(heights, np.float64)
+    w = np.asarray(widths, np.float64)
+    if v.shape[0] < 8:
+        return None
+    rng = np.random.default_rng(seed)
+    tol = 0.15
+    best_inliers = np.zeros(v.shape[0], bool)
+    for _ in range(300):
+        i, j = rng.choice(v.shape[0], 2, replace=False)
+        if abs(v[i] - v[j]) < 1e-6:
+            slope, icpt = 0.0, (h[i] + h[j]) / 2.0
+        else:
+            slope = (h[i] - h[j]) / (v[i] - v[j])
+            icpt = h[i] - slope * v[i]
+        pred = slope * v + icpt
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inl = (pred > 1) & (np.abs(np.log(h / pred)) < tol)
+        if inl.sum() > best_inliers.sum():
+            best_inliers = inl
+    if best_inliers.sum() < max(6, 0.3 * v.shape[0]):
+        return None
+    slope, icpt = (
+        np.polyfit(v[best_inliers], h[best_inliers], 1)
+        if np.ptp(v[best_inliers]) > 1
+        else (0.0, float(np.median(h[best_inliers])))
+    )
+    aspect = float(np.median(w[best_inliers] / h[best_inliers]))
+    return LinearSize(float(slope), float(icpt), aspect)
+
+
+# ------------------------------------------------------------------ bgsub
+
+
+@dataclass(frozen=True)
+class _Foreground:
+    mask: np.ndarray  # (h, w) uint8 0/1 at work resolution
+    shadowish: np.ndarray  # (h, w) bool: foreground with a shadow's colour, kept (see _shadows)
+    scale: float  # work px per full-res px
+
+
+class BgSubDetector:
+    """Temporal-median background subtraction with calibration-guided person boxes.
+
+    Every threshold is an option; the defaults are set from physical reasoning
+    (a person is ~1.7 m x 0.5 m, fills ~60 % of its box) and from the noise
+    level measured on the video itself, not from any one scene.
+    """
+
+    def __init__(
+        self,
+        geometry: CameraGeometry | None = None,
+        *,
+        work_width: int = 640,
+        bg_samples: int = 25,
+        threshold: float = 10.0,
+        noise_factor: float = 5.0,
+        shadow_ratio: tuple[float, float] = (0.4, 0.98),
+        shadow_chroma: float = 0.045,
+        shadow_texture: float = 0.03,
+        person_height_m: float = 1.7,
+        person_width_m: float = 0.5,
+        min_fill: float = 0.3,
+        min_visible: float = 0.2,
+        max_people_per_blob: int = 8,
+        min_confidence: float = 0.1,
+        bg_weight: float = 1.0,
+    ) -> None:
+        if not 64 <= work_width <= 4096:
+            raise ValueError(f"work_width must be in [64, 4096] px, got {work_width}")
+        if bg_samples < 3:
+            raise ValueError(f"bg_samples must be >= 3, got {bg_samples}")
+        if not 1 <= threshold <= 255:
+            raise ValueError(f"threshold must be in [1, 255], got {threshold}")
+        if not (0 < shadow_ratio[0] < shadow_ratio[1] <= 1.0):
+            raise ValueError(
+                f"shadow_ratio must be (lo, hi) with 0 < lo < hi <= 1, got {shadow_ratio}"
+            )
+        for name, value in (
+            ("min_fill", min_fill),
+            ("min_visible", min_visible),
+            ("min_confidence", min_confidence),
+        ):
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if max_people_per_blob < 1:
+            raise ValueError(f"max_people_per_blob must be >= 1, got {max_people_per_blob}")
+        self.geometry = geometry
+        self.work_width = int(work_width)
+        self.bg_samples = int(bg_samples)
+        self.threshold = float(threshold)
+        self.noise_factor = float(noise_factor)
+        self.shadow_ratio = (float(shadow_ratio[0]), float(shadow_ratio[1]))
+        self.shadow_chroma = float(shadow_chroma)
+        self.shadow_texture = float(shadow_texture)
+        self.min_fill = float(min_fill)
+        self.min_visible = float(min_visible)
+        self.max_people_per_blob = int(max_people_per_blob)
+        self.min_confidence = float(min_confidence)
+        if not 0 < bg_weight <= 4:
+            raise ValueError(f"bg_weight must be in (0, 4], got {bg_weight}")
+        self.bg_weight = float(bg_weight)
+        self.size: PersonSize | None = calibrated_size(
+            geometry, height_m=person_height_m, width_m=person_width_m
+        )
+        self.background: np.ndarray | None = None  # work resolution, uint8 BGR
+        self._bg_gray: np.ndarray | None = None  # its grey level + 1, for shadow ratios
+        self._size_table: np.ndarray | None = None  # see _build_size_table
+        self.full_size: tuple[int, int] | None = None  # (w, h) of the frames fitted
+        self.effective_threshold = self.threshold
+
+    # -- background -----------------------------------------------------------
+
+    def prepare(self, video_path: Path | str, frame_offset: int = 0) -> None:  # noqa: ARG002
+        """Build the background from frames sampled across the whole sub-video."""
+        frames = sample_frames(video_path, self.bg_samples)
+        if not frames:
+            raise ValueError(f"no readable frame in {video_path}: cannot build a background")
+        self.fit(frames)
+
+    def fit(self, frames: Iterable[np.ndarray]) -> "BgSubDetector":
+        """Background, noise level and (without K/R/t) the person size law from sample frames."""
+        full = [_check_frame(f) for f in frames]
+        if len(full) < 1:
+            raise ValueError("fit needs at least one frame")
+        sizes = {f.shape[:2] for f in full}
+        if len(sizes) != 1:
+            raise ValueError(f"frames to fit must share one size, got {sorted(sizes)}")
+        h, w = full[0].shape[:2]
+        self.full_size = (w, h)
+        small = [self._to_work(f) for f in full]
+        self.background = temporal_median(small)
+        self._bg_gray = cv2.cvtColor(self.background, cv2.COLOR_BGR2GRAY).astype(np.float32) + 1.0
+        self.effective_threshold = self._threshold_from_noise(small)
+        if self.size is None and len(small) >= 3:
+            self.size = self._learn_size(small)
+        self._build_size_table(self.background.shape[:2], self._scale(w))
+        return self
+
+    def _to_work(self, frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        if w <= self.work_width:
+            return frame
+        ww = self.work_width
+        wh = max(1, int(round(h * ww / w)))
+        return cv2.resize(frame, (ww, wh), interpolation=cv2.INTER_AREA)
+
+    def _scale(self, full_w: int) -> float:
+        return min(1.0, self.work_width / full_w)
+
+    def _threshold_from_noise(self, small: list[np.ndarray]) -> float:
+        """Raise the colour threshold above the video's own pixel noise (sensor, compression)."""
+        assert self.background is not None
+        bg = self.background.astype(np.int16)
+        med = [
+            float(np.median(np.abs(f.astype(np.int16) - bg).max(axis=2)))
+            for f in small[:: max(1, len(small) // 8)]
+        ]
+        # Most pixels are background: their median distance is the noise scale.
+        return max(self.threshold, self.noise_factor * 1.4826 * float(np.median(med)))
+
+    def _learn_size(self, small: list[np.ndarray]) -> PersonSize | None:
+        """Size law from the whole-person blobs of the sample frames (None when too few)."""
+        bottoms, heights, widths = [], [], []
+        for s in small:
+            fg = self._foreground(s)
+            n, _, stats, _ = cv2.connectedComponentsWithStats(fg.mask, connectivity=8)
+            scale = fg.scale
+            hh, ww = fg.mask.shape
+            for x, y, bw, bh, area in stats[1:n]:
+                touches = x <= 0 or y <= 0 or x + bw >= ww or y + bh >= hh
+                if touches or area < 30 or bh < 8:
+                    continue
+                bottoms.append((y + bh) / scale)
+                heights.append(bh / scale)
+                widths.append(bw / scale)
+        return fit_linear_size(np.array(bottoms), np.array(heights), np.array(widths))
+
+    # -- per frame ------------------------------------------------------------
+
+    def _foreground(self, small: np.ndarray) -> _Foreground:
+        assert self.background is not None and self.full_size is not None
+        bg = self.background
+        if small.shape != bg.shape:
+            raise ValueError(
+                f"frame size {small.shape[:2]} (work) differs from the background's {bg.shape[:2]}"
+            )
+        diff = cv2.absdiff(small, bg)
+        d0, d1, d2 = cv2.split(diff)
+        dist = cv2.max(cv2.max(d0, d1), d2)
+        raw = (dist > self.effective_threshold).view(np.uint8)
+        shadowish = (
+            self._shadows(small, raw) if self.shadow_chroma > 0 else np.zeros(raw.shape, bool)
+        )
+        # Opening removes speckle; a tall closing rejoins head, torso and legs
+        # split where clothing matches the floor colour.
+        opened = cv2.morphologyEx(raw, cv2.MORPH_OPEN, _KERNEL_3)
+        fg = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, _KERNEL_TALL)
+        return _Foreground(fg, shadowish & fg.view(bool), self._scale(self.full_size[0]))
+
+    def _shadows(self, small: np.ndarray, fg: np.ndarray) -> np.ndarray:
+        """Clear cast shadows from ``fg`` (in place); return the shadow-coloured pixels kept.
+
+        A shadow scales the floor by one factor: darker, same chromaticity.
+        Grey clothing can look the same, so only pixels where the floor's
+        texture also shows through (the ratio frame / background is nearly
+        constant around the pixel) are cleared. Shadow-coloured pixels that
+        fail that test (a soft shadow's rim, grey trousers) stay foreground
+        but are returned, so box bottoms can ignore them: a shadow lies on the
+        floor around and below the feet, clothing does not.
+        """
+        assert self.background is not None and self._bg_gray is not None
+        out = np.zeros(fg.shape, bool)
+        ys, xs = np.nonzero(fg)
+        if ys.size == 0:
+            return out
+        # Per-channel arithmetic on the foreground pixels only, with explicit
+        # channel sums: NumPy reductions over a 3-wide axis are slow.
+        f = small[ys, xs].astype(np.float32) + 1.0
+        b = self.background[ys, xs].astype(np.float32) + 1.0
+        fs = f[:, 0] + f[:, 1] + f[:, 2]
+        bs = b[:, 0] + b[:, 1] + b[:, 2]
+        fn, bn = f / fs[:, None], b / bs[:, None]
+        chroma = (
+            np.abs(fn[:, 0] - bn[:, 0]) + np.abs(fn[:, 1] - bn[:, 1]) + np.abs(fn[:, 2] - bn[:, 2])
+        )
+        lo, hi = self.shadow_ratio
+        r = fs / bs
+        coloured = (r > lo) & (r < hi) & (chroma < self.shadow_chroma)
+        if not coloured.any():
+            return out
+        ys, xs = ys[coloured], xs[coloured]
+        # Texture test only around the shadow-coloured pixels: local mean and
+        # variance of the grey-level ratio frame / background.
+        h, w = fg.shape
+        y0, y1 = max(int(ys.min()) - 2, 0), min(int(ys.max()) + 3, h)
+        x0, x1 = max(int(xs.min()) - 2, 0), min(int(xs.max()) + 3, w)
+        gray = cv2.cvtColor(small[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float32) + 1.0
+        ratio = gray / self._bg_gray[y0:y1, x0:x1]
+        mean = cv2.boxFilter(ratio, -1, (5, 5))
+        var = cv2.sqrBoxFilter(ratio, -1, (5, 5)) - mean * mean
+        m, v = mean[ys - y0, xs - x0], var[ys - y0, xs - x0]
+        cast = v < (self.shadow_texture * m) ** 2
+        fg[ys[cast], xs[cast]] = 0
+        out[ys[~cast], xs[~cast]] = True
+        return out
+        f = small[ys, xs].astype(np.float32) + 1.0
+        b = self.background[ys, xs].astype(np.float32) + 1.0
+        fs, bs = f.sum(axis=1), b.sum(axis=1)
+        chroma = np.abs(f / fs[:, None] - b / bs[:, None]).sum(axis=1)
+        lo, hi = self.shadow_ratio
+        r = fs / bs
+        coloured = (r > lo) & (r < hi) & (chroma < self.shadow_chroma)
+        if not coloured.any():
+            return out
+        ys, xs, r = ys[coloured], xs[coloured], r[coloured]
+        # Texture test only around the shadow-coloured pixels (a few percent
+        # of the frame): local mean and variance of the brightness ratio.
+        h, w = fg.shape
+        y0, y1 = max(int(ys.min()) - 2, 0), min(int(ys.max()) + 3, h)
+        x0, x1 = max(int(xs.min()) - 2, 0), min(int(xs.max()) + 3, w)
+        ratio = (small[y0:y1, x0:x1].sum(axis=2, dtype=np.float32) + 3.0) / self._bg_sum[
+            y0:y1, x0:x1
+        ]
+        mean = cv2.boxFilter(ratio, -1, (5, 5))
+        var = cv2.sqrBoxFilter(ratio, -1, (5, 5)) - mean * mean
+        m, v = mean[ys - y0, xs - x0], var[ys - y0, xs - x0]
+        cast = v < (self.shadow_texture * m) ** 2
+        fg[ys[cast], xs[cast]] = 0
+        out[ys[~cast], xs[~cast]] = True
+        return out
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        if self.background is None or self.full_size is None:
+            raise ValueError(
+                "bgsub detector has no background yet: call prepare(video_path) or fit(frames) first"
+            )
+        frame = _check_frame(frame)
+        if (frame.shape[1], frame.shape[0]) != self.full_size:
+            raise ValueError(
+                f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the background's "
+                f"{self.full_size[0]}x{self.full_size[1]}"
+            )
+        fg = self._foreground(self._to_work(frame))
+        boxes, conf = self._boxes(fg)
+        keep = conf >= self.min_confidence
+        boxes, conf = boxes[keep], conf[keep]
+        return Detections(boxes, conf, np.full(len(conf), PERSON_CLASS_ID, np.int32))
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        return [self.detect(f) for f in frames]
+
+    # -- boxes from the mask -----------------------------------------------------
+
+    def _size_work(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Expected person (height, width) in work pixels for feet at work pixel (u, v).
+
+        Looked up in a per-pixel table built once per video: the projection
+        maths per candidate box would otherwise cost more than the rest of
+        the detector together.
+        """
+        assert self._size_table is not None
+        th, tw = self._size_table.shape[1:]
+        iu = np.clip(np.round(u).astype(np.int64), 0, tw - 1)
+        iv = np.clip(np.round(v).astype(np.int64), 0, th - 1)
+        return self._size_table[0, iv, iu], self._size_table[1, iv, iu]
+
+    def _build_size_table(self, work_shape: tuple[int, int], scale: float) -> None:
+        """(2, h, w) work-pixel table of the size prior (NaN beyond the horizon)."""
+        if self.size is None:
+            self._size_table = None
+            return
+        h, w = work_shape
+        # Sizes vary smoothly over the image: project a 4 px grid, interpolate the rest.
+        gh, gw = (h + 3) // 4 + 1, (w + 3) // 4 + 1
+        vv, uu = np.mgrid[0:gh, 0:gw].astype(np.float64) * 4.0
+        ph, pw = self.size.size_px(uu.ravel() / scale, vv.ravel() / scale)
+        coarse = (np.stack([ph, pw]).reshape(2, gh, gw) * scale).astype(np.float32)
+        fine = [
+            cv2.resize(c, (gw * 4, gh * 4), interpolation=cv2.INTER_LINEAR)[:h, :w] for c in coarse
+        ]
+        self._size_table = np.stack(fine)
+
+    def _boxes(self, fg: _Foreground) -> tuple[np.ndarray, np.ndarray]:
+        mask, scale = fg.mask, fg.scale
+        # Groups: components after a vertical dilation, so a person cut into
+        # pieces (head / body) is fitted as one group; fitting uses the raw mask.
+        grouped = cv2.dilate(mask, _KERNEL_GROUP)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+        boxes: list[np.ndarray] = []
+        confs: list[float] = []
+        for label, (x, y, bw, bh, _area) in enumerate(stats[1:n], start=1):
+            roi = mask[y : y + bh, x : x + bw]
+            fg_count = int(roi.sum())
+            if fg_count < 12:
+                continue
+            if self.size is None:
+                # No size prior: each group is one person if shaped like one.
+                ys, xs = np.nonzero(roi)
+                x1, x2, y1, y2 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+                aspect = (x2 - x1) / max(y2 - y1, 1)
+                if 0.15 <= aspect <= 1.2:
+                    fill = fg_count / float((x2 - x1) * (y2 - y1))
+                    boxes.append(np.array([x + x1, y + y1, x + x2, y + y2], np.float64))
+                    confs.append(min(1.0, fill / 0.6) * 0.8)
+                continue
+            for box, conf in self._fit_group(fg, labels, label, (x, y, bw, bh)):
+                boxes.append(box)
+                confs.append(conf)
+        if not boxes:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        out = np.stack(boxes) / scale
+        return out.astype(np.float32), np.clip(np.asarray(confs, np.float32), 0.0, 1.0)
+
+    def _fit_group(
+        self,
+        fgr: _Foreground,
+        labels: np.ndarray,
+        label: int,
+        rect: tuple[int, int, int, int],
+    ) -> list[tuple[np.ndarray, float]]:
+        """Calibrated person boxes explaining one foreground group.
+
+        Candidate boxes stand at foot points on a grid over the group; a
+        candidate's size comes from the size prior at its feet, so a merged
+        blob of two people cannot be explained by one box. The objective is
+        foreground covered minus background covered by the union of boxes. Boxes are added greedily (foreground already
+        covered is neutral, so a person partly hidden behind another is found
+        from what shows of them) and fitted to their foreground at once, then
+        each box is re-placed with the others fixed and dropped when it adds
+        too little: greedy alone can put its first box between two people and
+        then need slivers on either side.
+        """
+        x, y, bw, bh = rect
+        ih, iw = labels.shape
+        h_exp, w_exp = self._size_work(np.array([x + bw / 2.0]), np.array([y + bh]))
+        if not np.isfinite(h_exp[0]):
+            return []
+        # Padding so candidates may stick out of the group (and pay for it).
+        pad_x = int(np.ceil(w_exp[0])) + 2
+        pad_y = int(np.ceil(0.5 * h_exp[0])) + 2
+        x0, y0 = max(0, x - pad_x), max(0, y - pad_y)
+        x1, y1 = min(iw, x + bw + pad_x), min(ih, y + bh + 2)
+        # Only this group's pixels: a neighbouring group inside the padding is
+        # fitted on its own and must not be explained twice.
+        fg = fgr.mask[y0:y1, x0:x1].astype(bool) & (labels[y0:y1, x0:x1] == label)
+        shadowish = fgr.shadowish[y0:y1, x0:x1]
+        rh, rw = fg.shape
+        # Foot-point grid: every column step, every row step down to the group bottom.
+        step = max(1, int(round(min(w_exp[0], h_exp[0]) / 12.0)))
+        us = np.arange(x, x + bw + 1, step, dtype=np.float64)
+        vs = np.arange(y + max(2, int(0.25 * bh)), y + bh + 1, step, dtype=np.float64)
+        gu, gv = (a.ravel() for a in np.meshgrid(us, vs))
+        hc, wc = self._size_work(gu, gv)
+        ok = np.isfinite(hc) & (hc >= 4)
+        gu, gv, hc, wc = gu[ok], gv[ok], hc[ok], wc[ok]
+        if gu.size == 0:
+            return []
+        # Candidate boxes in ROI coordinates, clipped to the image (a person
+        # cut by the image border is scored on what the camera can see); parts
+        # outside the ROI hold no foreground, so they count as background.
+        bx1 = np.clip(np.round(gu - wc / 2.0) - x0, -x0, iw - x0).astype(np.int64)
+        bx2 = np.clip(np.round(gu + wc / 2.0) - x0, -x0, iw - x0).astype(np.int64)
+        by1 = np.clip(np.round(gv - hc) - y0, -y0, ih - y0).astype(np.int64)
+        by2 = np.clip(np.round(gv) - y0 + 1, -y0, ih - y0).astype(np.int64)
+        area = np.maximum(bx2 - bx1, 0) * np.maximum(by2 - by1, 0)
+        cx1, cx2 = np.clip(bx1, 0, rw), np.clip(bx2, 0, rw)
+        cy1, cy2 = np.clip(by1, 0, rh), np.clip(by2, 0, rh)
+        min_gain = self.min_visible * np.maximum(wc * hc, 1.0)
+
+        def box_sum(img: np.ndarray) -> np.ndarray:
+            ii = cv2.integral(img.view(np.uint8))
+            return ii[cy2, cx2] - ii[cy1, cx2] - ii[cy2, cx1] + ii[cy1, cx1]
+
+        def covered(rects: list[np.ndarray]) -> np.ndarray:
+            cov = np.zeros((rh, rw), bool)
+            for r in rects:
+                a, b, c, d = (int(v) for v in r)
+                cov[max(b, 0) : max(d, 0), max(a, 0) : max(c, 0)] = True
+            return cov
+
+        def best_given(others: list[np.ndarray]) -> tuple[int, np.ndarray | None]:
+            """Best candidate with ``others`` fixed and its fitted box, or (-1, None)."""
+            cov = covered(others)
+            new_fg = box_sum(fg & ~cov)
+            neutral = box_sum(fg & cov)
+            gain = new_fg - self.bg_weight * (area - new_fg - neutral)
+            best = int(np.argmax(gain))
+            if gain[best] <= 0 or new_fg[best] < min_gain[best]:
+                return -1, None
+            cand = (bx1[best], by1[best], bx2[best], by2[best])
+            return best, self._refine(fg, shadowish, cov, cand, hc[best], grow_x=False)
+
+        chosen: list[int] = []
+        rects: list[np.ndarray] = []
+        for _ in range(self.max_people_per_blob):
+            best, fitted = best_given(rects)
+            if fitted is None:
+                break
+            chosen.append(best)
+            rects.append(fitted)
+        # Re-place each box with the others fixed; drop boxes that add too little.
+        for _ in range(4 if len(chosen) > 1 else 0):  # one box alone is already placed best
+            changed = False
+            for i in range(len(chosen) - 1, -1, -1):
+                best, fitted = best_given(rects[:i] + rects[i + 1 :])
+                if fitted is None:
+                    del chosen[i], rects[i]
+                    changed = True
+                elif best != chosen[i]:
+                    chosen[i], rects[i] = best, fitted
+                    changed = True
+            if not changed:
+                break
+        out: list[tuple[np.ndarray, float]] = []
+        fill_all = box_sum(fg)
+        for i, c in enumerate(chosen):
+            fill = fill_all[c] / max(area[c], 1)
+            if fill < self.min_fill:
+                continue
+            # Widen only now that every neighbour has its box: arms and stride
+            # may take what no other box covers.
+            others = covered(rects[:i] + rects[i + 1 :])
+            cand = (bx1[c], by1[c], bx2[c], by2[c])
+            r = self._refine(fg, shadowish, others, cand, hc[c], grow_x=True)
+            rb = r + np.array([x0, y0, x0, y0], np.float64)
+            size_agree = float(np.exp(-abs(np.log(max(rb[3] - rb[1], 1.0) / hc[c])) / 0.35))
+            out.append((rb, 0.5 * min(1.0, fill / 0.6) + 0.5 * size_agree))
+        return out
+
+    @staticmethod
+    def _refine(
+        fg: np.ndarray,
+        shadowish: np.ndarray,
+        others: np.ndarray,
+        box: tuple[int, int, int, int],
+        h_exp: float,
+        grow_x: bool,
+    ) -> np.ndarray:
+        """Fit a calibrated box to the foreground around it, keeping hidden feet where calibration says.
+
+        The box may shrink to its foreground (people are narrower than the
+        prior side-on) or grow by up to 10 % of its height (tall people) and,
+        with ``grow_x`` (once every neighbour has its box), by up to 30 % of
+        its width per side (swinging arms, a long stride) into foreground no
+        other box covers. The
+        bottom stays at the calibrated foot row when the foreground ends well
+        above it: the feet are hidden behind someone nearer. The bottom row
+        ignores shadow-coloured foreground (a soft shadow on the floor below
+        the feet).
+        """
+        rh, rw = fg.shape
+        x1, y1, x2, y2 = (int(v) for v in box)
+        mx = int(round(0.3 * (x2 - x1))) if grow_x else 0
+        my = int(round(0.1 * (y2 - y1)))
+        wx1, wx2, wy1, wy2 = max(x1 - mx, 0), min(x2 + mx, rw), max(y1 - my, 0), min(y2 + my, rh)
+        if wx2 <= wx1 or wy2 <= wy1:
+            return np.array([x1, y1, x2, y2], np.float64)
+        win = fg[wy1:wy2, wx1:wx2].copy()
+        inside = np.zeros_like(win)
+        inside[max(y1 - wy1, 0) : y2 - wy1, max(x1 - wx1, 0) : x2 - wx1] = True
+        win &= inside | ~others[wy1:wy2, wx1:wx2]
+        # A column/row counts when a few percent of its length is foreground,
+        # so a stray pixel of a neighbour does not widen the box.
+        cols = np.nonzero(win.sum(axis=0) >= max(1, 0.04 * win.shape[0]))[0]
+        solid = win & ~shadowish[wy1:wy2, wx1:wx2]
+        rows = np.nonzero(win.sum(axis=1) >= max(1, 0.04 * win.shape[1]))[0]
+        solid_rows = np.nonzero(solid.sum(axis=1) >= max(1, 0.04 * win.shape[1]))[0]
+        if cols.size == 0 or rows.size == 0:
+            return np.array([x1, y1, x2, y2], np.float64)
+        nx1, nx2 = wx1 + cols[0], wx1 + cols[-1] + 1
+        ny1 = wy1 + rows[0]
+        ny2 = wy1 + (solid_rows[-1] if solid_rows.size else rows[-1]) + 1
+        if ny2 < y2 - 0.12 * h_exp:
+            ny2 = y2
+        return np.array([nx1, ny1, nx2, ny2], np.float64)
+
+
+_KERNEL_3 = np.ones((3, 3), np.uint8)
+_KERNEL_TALL = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 7))
+_KERNEL_GROUP = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 9))
+
+
+# -------------------------------------------------------------- torchvision
+
+
+class TorchvisionDetector:
+    """A torchvision detection model (COCO label space) from a local state dict; person class only."""
+
+    def __init__(
+        self,
+        model: str = TORCHVISION_DEFAULT_MODEL,
+        weights: str | Path = TORCHVISION_DEFAULT_WEIGHTS,
+        *,
+        weights_dir: Path | str | None = None,
+        device: str = "auto",
+        score_threshold: float = 0.5,
+        half: bool = False,
+        batch_size: int = 8,
+        min_size: int | None = None,
+        max_size: int | None = None,
+    ) -> None:
+        import torch
+        import torchvision
+
+        available = torchvision.models.list_models(module=torchvision.models.detection)
+        if model not in available:
+            raise ValueError(
+                f"unknown torchvision detection model {model!r}; choose one of {sorted(available)}"
+            )
+        if not 0 <= score_threshold <= 1:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        path = weight_file(
+            weights, weights_dir, what=f"torchvision {model}", source=TORCHVISION_WEIGHTS_SOURCE
+        )
+        self.device = resolve_device(device)
+        kwargs: dict[str, Any] = {
+            "weights": None,
+            "weights_backbone": None,
+            "box_score_thresh": score_threshold,
+        }
+        if "ssd" in model:  # SSD builders take no box_score_thresh; they filter with score_thresh
+            kwargs = {"weights": None, "weights_backbone": None, "score_thresh": score_threshold}
+        if min_size is not None:
+            kwargs["min_size"] = int(min_size)
+        if max_size is not None:
+            kwargs["max_size"] = int(max_size)
+        net = torchvision.models.get_model(model, **kwargs)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]  # training checkpoints wrap the state dict
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(
+                f"{path} is not a state dict of torchvision {model}: {str(e)[:300]}"
+            ) from None
+        self.half = bool(half) and self.device.startswith("cuda")
+        self.model = net.eval().to(self.device)
+        self.score_threshold = float(score_threshold)
+        self.batch_size = int(batch_size)
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        return self.detect_batch([frame])[0]
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        import torch
+
+        frames = [_check_frame(f) for f in frames]
+        out: list[Detections] = []
+        for i in range(0, len(frames), self.batch_size):
+            chunk = frames[i : i + self.batch_size]
+            with torch.inference_mode(), torch.autocast("cuda", enabled=self.half):
+                # BGR uint8 HWC -> RGB float CHW in [0, 1] on the device (one copy per frame).
+                tensors = [
+                    torch.from_numpy(np.ascontiguousarray(f[..., ::-1]))
+                    .to(self.device)
+                    .permute(2, 0, 1)
+                    .float()
+                    / 255.0
+                    for f in chunk
+                ]
+                results = self.model(tensors)
+            for r in results:
+                labels = r["labels"].cpu().numpy()
+                scores = r["scores"].float().cpu().numpy()
+                keep = (labels == PERSON_CLASS_ID) & (scores >= self.score_threshold)
+                boxes = r["boxes"].float().cpu().numpy()[keep]
+                out.append(
+                    Detections(
+                        boxes, scores[keep], np.full(int(keep.sum()), PERSON_CLASS_ID, np.int32)
+                    )
+                )
+        return out
+
+
+# ---------------------------------------------------------------------- mot
+
+
+class MotDetector:
+    """Detections read from a MOTChallenge file (``frame, id, x, y, w, h, conf, class, vis``).
+
+    Frames in the file are ``frame_base``-based (1 in MOTChallenge) and count
+    over the whole camera; ``prepare(..., frame_offset)`` aligns a sub-video's
+    first frame. ``path`` may hold ``{camera_id}``. Ground-truth files work
+    too: their ``conf`` column is the 0/1 "consider" flag and rows of other
+    classes than ``classes`` are dropped (det.txt rows have class -1 and stay).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        camera_id: str | None = None,
+        frame_base: int = 1,
+        frame_offset: int = 0,
+        min_confidence: float = 1e-6,
+        classes: Sequence[int] = (1,),
+    ) -> None:
+        text = str(path)
+        if "{camera_id}" in text:
+            if camera_id is None:
+                raise ValueError(
+                    f"path {text!r} names {{camera_id}} but no camera geometry was given"
+                )
+            text = text.replace("{camera_id}", camera_id)
+        file = Path(text)
+        if not file.is_file():
+            raise FileNotFoundError(f"MOTChallenge detection file not found: {file}")
+        if frame_offset < 0:
+            raise ValueError(f"frame_offset must be >= 0, got {frame_offset}")
+        rows = (
+            np.loadtxt(file, delimiter=",", ndmin=2, dtype=np.float64)
+            if file.stat().st_size
+            else np.zeros((0, 7))
+        )
+        if rows.shape[0] and rows.shape[1] < 7:
+            raise ValueError(f"{file}: MOTChallenge rows need >= 7 columns, got {rows.shape[1]}")
+        keep = rows[:, 6] >= min_confidence if rows.shape[0] else np.zeros(0, bool)
+        if rows.shape[1] >= 8:
+            cls = rows[:, 7]
+            keep &= (cls < 0) | np.isin(cls, np.asarray(classes, np.float64))
+        rows = rows[keep]
+        self.path = file
+        self.frame_base = int(frame_base)
+        self._frames = rows[:, 0].astype(np.int64) - self.frame_base
+        order = np.argsort(self._frames, kind="stable")
+        self._frames = self._frames[order]
+        rows = rows[order]
+        self._xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1).astype(
+            np.float32
+        )
+        # Some detectors write scores above 1 (logits, percentages); trackers need [0, 1].
+        self._conf = np.clip(rows[:, 6], 0.0, 1.0).astype(np.float32)
+        self._cursor = int(frame_offset)
+
+    def prepare(self, video_path: Path | str | None = None, frame_offset: int = 0) -> None:  # noqa: ARG002
+        if frame_offset < 0:
+            raise ValueError(f"frame_offset must be >= 0, got {frame_offset}")
+        self._cursor = int(frame_offset)
+
+    def at(self, frame_idx: int) -> Detections:
+        """Detections of camera frame ``frame_idx`` (0-based)."""
+        lo, hi = np.searchsorted(self._frames, [frame_idx, frame_idx + 1])
+        return Detections(
+            self._xyxy[lo:hi], self._conf[lo:hi], np.full(hi - lo, PERSON_CLASS_ID, np.int32)
+        )
+
+    def detect(self, frame: np.ndarray) -> Detections:  # noqa: ARG002
+        dets = self.at(self._cursor)
+        self._cursor += 1
+        return dets
+
+    def detect_batch(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        return [self.detect(f) for f in frames]
+
+
+DETECTORS = ("bgsub", "torchvision", "mot")
+
+
+def make_detector(
+    name: str,
+    *,
+    geometry: CameraGeometry | None = None,
+    plane: GroundPlane | None = None,  # noqa: ARG001
+    weights_dir: Path | str | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> Detector:
+    """Detector by name; ``options`` go to its constructor (see the classes above).
+
+    ``geometry`` is the camera's calibration (bgsub uses K/R/t for person
+    sizes; mot fills ``{camera_id}`` from it).
+    """
+    key = name.strip().lower()
+    if key == "bgsub":
+        check_options(BgSubDetector, options, "detector 'bgsub'")
+        return BgSubDetector(geometry, **options)
+    if key == "torchvision":
+        check_options(TorchvisionDetector, options, "detector 'torchvision'")
+        return TorchvisionDetector(weights_dir=weights_dir, device=device, **options)
+    if key == "mot":
+        check_options(MotDetector, options, "detector 'mot'")
+        if "path" not in options:
+            raise ValueError(
+                "detector 'mot' needs option path (a det.txt / gt.txt, may contain {camera_id})"
+            )
+        options.setdefault("camera_id", geometry.camera_id if geometry is not None else None)
+        return MotDetector(**options)
+    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")

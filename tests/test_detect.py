@@ -1,0 +1,277 @@
+"""Detectors on frames synthesised here: textured floors, person-like boxes, calibrated cameras."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from spoton.detect import (
+    BgSubDetector,
+    CalibratedSize,
+    MotDetector,
+    fit_linear_size,
+    make_detector,
+    sample_frames,
+    temporal_median,
+)
+from spoton.geometry import CameraGeometry, GroundPlane, homography_from_calibration
+from spoton.types import PERSON_CLASS_ID, Detections
+
+W, H = 640, 360
+
+
+def look_at_camera(
+    eye: tuple[float, float, float], target: tuple[float, float, float], f: float = 500.0
+) -> CameraGeometry:
+    """A pinhole camera at ``eye`` (metres, z up) looking at ``target``: world -> camera R, t."""
+    eye_v, target_v = np.asarray(eye, float), np.asarray(target, float)
+    z = target_v - eye_v
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    R = np.stack([x, y, z])
+    t = -R @ eye_v
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    return CameraGeometry("c01", homography_from_calibration(K, R, t), (W, H), K, R, t)
+
+
+def textured_floor(seed: int = 0) -> np.ndarray:
+    # Greyish tiles with a little colour, like real floors.
+    rng = np.random.default_rng(seed)
+    grey = rng.integers(90, 170, (H // 16, W // 16, 1))
+    small = np.clip(grey + rng.integers(-12, 12, (H // 16, W // 16, 3)), 0, 255).astype(np.uint8)
+    return cv2.GaussianBlur(cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR), (0, 0), 2)
+
+
+def noisy(frame: np.ndarray, rng: np.random.Generator, sigma: float = 2.0) -> np.ndarray:
+    return np.clip(frame + rng.normal(0, sigma, frame.shape), 0, 255).astype(np.uint8)
+
+
+def person_box(geo: CameraGeometry, x_m: float, y_m: float) -> np.ndarray:
+    """Calibrated 1.7 m x 0.5 m box of a person standing at floor point (x_m, y_m)."""
+    foot = geo.to_image(np.array([[x_m, y_m]]))[0]
+    h, w = CalibratedSize(geo).size_px(np.array([foot[0]]), np.array([foot[1]]))
+    return np.array([foot[0] - w[0] / 2, foot[1] - h[0], foot[0] + w[0] / 2, foot[1]])
+
+
+def draw_person(frame: np.ndarray, box: np.ndarray, colour: tuple[int, int, int]) -> None:
+    """Torso / legs / head in different colours, roughly person-shaped."""
+    x1, y1, x2, y2 = box
+    h, w = y2 - y1, x2 - x1
+    head = (int((x1 + x2) / 2), int(y1 + 0.07 * h))
+    cv2.ellipse(
+        frame, head, (max(1, int(0.18 * w)), max(1, int(0.07 * h))), 0, 0, 360, (150, 180, 220), -1
+    )
+    cv2.rectangle(frame, (int(x1), int(y1 + 0.14 * h)), (int(x2), int(y1 + 0.55 * h)), colour, -1)
+    cv2.rectangle(
+        frame,
+        (int(x1 + 0.15 * w), int(y1 + 0.55 * h)),
+        (int(x2 - 0.15 * w), int(y2)),
+        (60, 50, 40),
+        -1,
+    )
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def camera() -> CameraGeometry:
+    return look_at_camera((10.0, -4.0, 5.0), (10.0, 6.0, 0.0))
+
+
+def walking_frames(
+    geo: CameraGeometry, tracks: list[tuple[float, float, float, float]], n: int = 40
+):
+    """Frames of people walking straight lines (x0, y0, vx, vy in m/frame) over a textured floor."""
+    rng = np.random.default_rng(1)
+    floor = textured_floor()
+    frames, boxes = [], []
+    colours = [(40, 40, 200), (40, 160, 40), (200, 80, 40), (30, 200, 220)]
+    for k in range(n):
+        f = floor.copy()
+        bs = [person_box(geo, x0 + vx * k, y0 + vy * k) for x0, y0, vx, vy in tracks]
+        # Far to near so nearer people occlude farther ones.
+        for i in np.argsort([-(y0 + vy * k) for _, y0, _, vy in tracks]):
+            draw_person(f, bs[i], colours[i % len(colours)])
+        frames.append(noisy(f, rng))
+        boxes.append(np.array(bs))
+    return floor, frames, boxes
+
+
+def test_temporal_median_removes_moving_objects():
+    floor = textured_floor()
+    frames = []
+    for k in range(9):
+        f = floor.copy()
+        cv2.rectangle(f, (40 * k, 100), (40 * k + 30, 200), (0, 0, 255), -1)
+        frames.append(f)
+    bg = temporal_median(frames)
+    assert bg.dtype == np.uint8
+    assert np.abs(bg.astype(int) - floor).max() == 0
+    with pytest.raises(ValueError, match="at least one frame"):
+        temporal_median([])
+
+
+def test_bgsub_finds_a_walking_person_and_nothing_on_an_empty_frame(camera):
+    floor, frames, boxes = walking_frames(camera, [(6.0, 5.0, 0.2, 0.0)])
+    det = BgSubDetector(camera).fit(frames)
+    d = det.detect(frames[20])
+    assert isinstance(d, Detections) and len(d) == 1
+    assert iou(d.xyxy[0], boxes[20][0]) > 0.75
+    assert d.class_id[0] == PERSON_CLASS_ID and 0 < d.confidence[0] <= 1
+    empty = det.detect(noisy(floor, np.random.default_rng(5)))
+    assert len(empty) == 0 and empty.xyxy.shape == (0, 4)
+
+
+def test_bgsub_splits_people_side_by_side_and_in_depth(camera):
+    # Two people walking shoulder to shoulder, a third straight behind one of them.
+    people = [(7.0, 4.0, 0.15, 0.0), (7.6, 4.0, 0.15, 0.0), (7.3, 6.5, 0.15, 0.0)]
+    _, frames, boxes = walking_frames(camera, people)
+    det = BgSubDetector(camera).fit(frames)
+    for k in (10, 25):
+        d = det.detect(frames[k])
+        assert len(d) == 3, d.xyxy
+        for truth in boxes[k]:
+            assert max(iou(truth, b) for b in d.xyxy) > 0.5
+
+
+def test_bgsub_batch_matches_single_and_validates(camera):
+    _, frames, _ = walking_frames(camera, [(6.0, 5.0, 0.2, 0.0)], n=12)
+    det = make_detector("bgsub", geometry=camera, plane=GroundPlane(20, 15))
+    with pytest.raises(ValueError, match="no background"):
+        det.detect(frames[0])
+    det.fit(frames)
+    batch = det.detect_batch(frames[:3])
+    for f, b in zip(frames[:3], batch, strict=True):
+        np.testing.assert_array_equal(det.detect(f).xyxy, b.xyxy)
+    with pytest.raises(ValueError, match="frame size"):
+        det.detect(np.zeros((100, 100, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        det.detect(np.zeros((H, W), np.uint8))
+    with pytest.raises(ValueError, match="unknown option"):
+        make_detector("bgsub", geometry=camera, tresh=3)
+    with pytest.raises(ValueError, match="work_width"):
+        make_detector("bgsub", work_width=8)
+    with pytest.raises(ValueError, match="unknown detector 'yolo'"):
+        make_detector("yolo")
+
+
+def test_bgsub_without_calibration_learns_a_size_law(camera):
+    # Homography only (no K/R/t): sizes come from the video itself.
+    people = [
+        (5.0, 3.0, 0.1, 0.05),
+        (12.0, 8.0, -0.1, -0.02),
+        (9.0, 5.0, 0.0, 0.1),
+        (14.0, 2.0, -0.05, 0.1),
+    ]
+    _, frames, boxes = walking_frames(camera, people, n=40)
+    plain = CameraGeometry("c01", camera.H, (W, H))
+    det = BgSubDetector(plain).fit(frames)
+    assert det.size is not None and det.size.size_px(np.array([0.0]), np.array([300.0]))[0][0] > 0
+    d = det.detect(frames[30])
+    hits = sum(max((iou(t, b) for b in d.xyxy), default=0) > 0.5 for t in boxes[30])
+    assert hits >= 3
+
+
+def test_fit_linear_size_recovers_the_law_despite_merged_blobs():
+    rng = np.random.default_rng(0)
+    v = rng.uniform(100, 700, 60)
+    h = 0.4 * v - 20 + rng.normal(0, 2, 60)
+    h[:15] *= 1.9  # merged pairs
+    law = fit_linear_size(v, h, 0.35 * h)
+    assert law is not None
+    assert law.slope == pytest.approx(0.4, abs=0.03)
+    assert law.aspect == pytest.approx(0.35, abs=0.02)
+    assert fit_linear_size(v[:3], h[:3], h[:3]) is None
+
+
+def test_sample_frames_from_video_and_folder(tmp_path: Path):
+    video = tmp_path / "v.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    for k in range(30):
+        writer.write(np.full((48, 64, 3), k * 8, np.uint8))
+    writer.release()
+    frames = sample_frames(video, 5)
+    assert len(frames) == 5 and frames[0].shape == (48, 64, 3)
+    assert frames[0].mean() < frames[-1].mean()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(4):
+        cv2.imwrite(str(folder / f"{k:04d}.png"), np.full((8, 8, 3), 50 * k, np.uint8))
+    assert [int(f.mean()) for f in sample_frames(folder, 10)] == [0, 50, 100, 150]
+    with pytest.raises(FileNotFoundError):
+        sample_frames(tmp_path / "missing.mp4", 3)
+
+
+def test_mot_detector_reads_det_and_gt_files(tmp_path: Path):
+    det_txt = tmp_path / "c07" / "det.txt"
+    det_txt.parent.mkdir()
+    det_txt.write_text(
+        "1,-1,10,20,30,60,0.9,-1,-1,-1\n"
+        "1,-1,100,20,30,60,0.4,-1,-1,-1\n"
+        "3,-1,12,22,30,60,95,-1,-1,-1\n"
+    )
+    geo = CameraGeometry("c07", np.eye(3))
+    det = make_detector("mot", geometry=geo, path=str(tmp_path / "{camera_id}" / "det.txt"))
+    frame = np.zeros((4, 4, 3), np.uint8)
+    first, second, third = det.detect_batch([frame, frame, frame])
+    np.testing.assert_allclose(first.xyxy, [[10, 20, 40, 80], [100, 20, 130, 80]])
+    assert len(second) == 0
+    assert third.confidence[0] == 1.0  # scores above 1 are clipped for the trackers
+    # A later chunk starts at its frame offset.
+    det.prepare(None, frame_offset=2)
+    assert len(det.detect(frame)) == 1
+    gt_txt = tmp_path / "gt.txt"
+    gt_txt.write_text("1,5,10,20,30,60,1,1,1.0\n1,6,50,20,30,60,0,1,1.0\n1,7,90,20,30,60,1,7,1.0\n")
+    gt = MotDetector(gt_txt)
+    assert len(gt.at(0)) == 1  # ignored row (conf 0) and static person (class 7) dropped
+    with pytest.raises(FileNotFoundError, match="nowhere.txt"):
+        make_detector("mot", path=str(tmp_path / "nowhere.txt"))
+    with pytest.raises(ValueError, match="needs option path"):
+        make_detector("mot")
+
+
+def test_torchvision_detector_loads_a_local_state_dict(tmp_path: Path):
+    torch = pytest.importorskip("torch")
+    tv = pytest.importorskip("torchvision")
+    name = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    with pytest.raises(FileNotFoundError, match="tiny.pth"):
+        make_detector(
+            "torchvision", weights_dir=tmp_path, model=name, weights="tiny.pth", device="cpu"
+        )
+    torch.manual_seed(0)
+    net = tv.models.get_model(name, weights=None, weights_backbone=None)
+    torch.save(net.state_dict(), tmp_path / "tiny.pth")
+    det = make_detector(
+        "torchvision",
+        weights_dir=tmp_path,
+        model=name,
+        weights="tiny.pth",
+        device="cpu",
+        score_threshold=0.0,
+        batch_size=2,
+    )
+    frames = [
+        np.random.default_rng(i).integers(0, 255, (120, 160, 3)).astype(np.uint8) for i in range(3)
+    ]
+    out = det.detect_batch(frames)
+    assert len(out) == 3
+    for d in out:
+        assert isinstance(d, Detections)
+        assert np.all(d.class_id == PERSON_CLASS_ID)
+        assert d.xyxy.shape[1] == 4
+    # A state dict of another architecture is refused with the file named.
+    torch.save({"bogus": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth"):
+        make_detector(
+            "torchvision", weights_dir=tmp_path, model=name, weights="other.pth", device="cpu"
+        )
+    with pytest.raises(ValueError, match="unknown torchvision detection model"):
+        make_detector("torchvision", weights_dir=tmp_path, model="resnet50", weights="tiny.pth")

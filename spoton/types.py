@@ -35,7 +35,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation; zero rows stay zero instead of becoming NaN."""
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
-        return x.reshape(x.shape[0] if x.ndim else 0, -1) if x.ndim == 2 else x
+        return x
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 

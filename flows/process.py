@@ -120,7 +120,7 @@ def process_environment(
     previous = None
     for k, chunk in enumerate(scene.chunks):
         videos_k = scene.chunk_videos(chunk)
-        cameras = [track.submit(env, v, config, run) for v in videos_k]
+        cameras = [track.submit(env, v, config, run, scene.neighbours(v)) for v in videos_k]
         ids = associate.submit(env, chunk, cameras, previous, config, run)
         positions = project.submit(env, chunk, cameras, ids, config, run)
         copies.append(copy_artefacts.submit(chunk, [*cameras, ids, positions], run))

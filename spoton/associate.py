@@ -12,7 +12,9 @@ One chunk is solved in three passes, each a pure function of its inputs:
    switches, re-entries, hand-overs between non-overlapping cameras), and across
    long gaps by appearance alone.
 3. Gallery. The chunk's identities are matched (Hungarian) to the identities of
-   previous chunks by continuity at the chunk border and appearance.
+   previous chunks by continuity on the floor at the border, appearance, and
+   box handoff: a camera's track that starts where an identity's box in that
+   camera ended just before the border (the border cut it) votes for it.
 
 Hard constraints, enforced at every merge: two tracklets of one camera that
 overlap in time are never one identity, and one identity is never in two places
@@ -93,6 +95,21 @@ class AssociationConfig(BaseModel):
     link_max_cost: float = Field(default=1.0, gt=0, description="temporal links and gallery matches below this")
     gallery_momentum: float = Field(default=0.8, ge=0, lt=1, description="EMA weight of the old embedding")
 
+    # Chunk borders (pass 3): a camera's track cut by the sub-video boundary continues its own box.
+    handoff_gap_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="longest gap between an identity's last box and a new track's first (0: no handoff)",
+    )
+    handoff_min_iou: float = Field(
+        default=0.3, ge=0, le=1, description="box overlap (same camera) that continues an identity"
+    )
+    handoff_weight: float = Field(
+        default=0.5,
+        ge=0,
+        description="gallery cost removed when all of a cluster's border tracks continue the id",
+    )
+
 
 # ------------------------------------------------------------------ results
 
@@ -105,6 +122,7 @@ _GALLERY_FIELDS = (
     "last_frame",
     "last_cameras",
 )
+_TAIL_FIELDS = ("tail_global_id", "tail_camera", "tail_frame", "tail_xyxy")
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,11 @@ class IdentityGallery:
     last_frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     last_cameras: np.ndarray = field(default_factory=lambda: np.zeros(0, np.str_))
     next_id: int = 1
+    # Per (identity, camera): the last box that camera saw of it (chunk-border handoff).
+    tail_global_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tail_camera: np.ndarray = field(default_factory=lambda: np.zeros(0, np.str_))
+    tail_frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tail_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
 
     def __post_init__(self) -> None:
         gid = np.asarray(self.global_id, np.int64).reshape(-1)
@@ -144,6 +167,19 @@ class IdentityGallery:
             raise ValueError(f"gallery last_frame / last_cameras must have {n} entries")
         object.__setattr__(self, "last_frame", frames)
         object.__setattr__(self, "last_cameras", cams)
+        tg = np.asarray(self.tail_global_id, np.int64).reshape(-1)
+        k = tg.shape[0]
+        tc = np.asarray(self.tail_camera, np.str_).reshape(-1)
+        tf = np.asarray(self.tail_frame, np.int64).reshape(-1)
+        tb = np.asarray(self.tail_xyxy, np.float32).reshape(-1, 4) if k else np.zeros((0, 4), np.float32)
+        if tc.shape[0] != k or tf.shape[0] != k or tb.shape[0] != k:
+            raise ValueError(f"gallery tail_* arrays must all have {k} entries")
+        if k and not np.isin(tg, gid).all():
+            raise ValueError("gallery tail_global_id names identities the gallery does not hold")
+        object.__setattr__(self, "tail_global_id", tg)
+        object.__setattr__(self, "tail_camera", tc)
+        object.__setattr__(self, "tail_frame", tf)
+        object.__setattr__(self, "tail_xyxy", tb)
         if n and np.unique(gid).shape[0] != n:
             raise ValueError(f"gallery global ids must be unique, got {gid.tolist()}")
         if n and int(gid.min()) < 1:
@@ -162,7 +198,7 @@ class IdentityGallery:
 
     def to_npz(self) -> dict[str, np.ndarray]:
         """Arrays for ``np.savez`` / ``RunStore.write_npz`` (no pickled objects)."""
-        out = {name: getattr(self, name) for name in _GALLERY_FIELDS}
+        out = {name: getattr(self, name) for name in (*_GALLERY_FIELDS, *_TAIL_FIELDS)}
         out["next_id"] = np.asarray(self.next_id, np.int64)
         return out
 
@@ -171,7 +207,9 @@ class IdentityGallery:
         missing = [k for k in (*_GALLERY_FIELDS, "next_id") if k not in arrays]
         if missing:
             raise ValueError(f"gallery arrays lack {missing}")
-        return cls(**{k: np.asarray(arrays[k]) for k in _GALLERY_FIELDS}, next_id=int(arrays["next_id"]))
+        # Galleries written before the tail fields existed simply have no handoff boxes.
+        tails = {k: np.asarray(arrays[k]) for k in _TAIL_FIELDS if k in arrays}
+        return cls(**{k: np.asarray(arrays[k]) for k in _GALLERY_FIELDS}, **tails, next_id=int(arrays["next_id"]))
 
 
 @dataclass(frozen=True)
@@ -436,13 +474,15 @@ class _Constraints:
         n = np.int64(max(tab.n, 1))
         self.n = n
         self.evaluated = set((cov.a * n + cov.b).tolist())
+        far = cov.median_z > config.cannot_link_z
+        self.far = set((cov.a[far] * n + cov.b[far]).tolist())
         self._memo: dict[int, bool] = {}
 
     def _never_close(self, a: int, b: int) -> bool:
         """Co-existing tracklets never close: incompatible when they share enough frames."""
         code = min(a, b) * int(self.n) + max(a, b)
         if code in self.evaluated:
-            return False
+            return code in self.far
         if code not in self._memo:
             tab = self.tab
             sa = slice(tab.obs_start[a], tab.obs_start[a] + tab.length[a])
@@ -878,8 +918,83 @@ def _pass2(
     return labels2[labels1], {"temporal_candidates": int(p.shape[0]), "temporal_links": links}
 
 
-def _match_gallery(st: _States, gallery: IdentityGallery, fps: float, config: AssociationConfig) -> dict[int, int]:
-    """Cluster index -> existing global id, by Hungarian on border continuity + appearance."""
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) IoU of xyxy boxes."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def _handoff_votes(
+    first_boxes: np.ndarray, tab: _Table, gallery: IdentityGallery, fps: float, config: AssociationConfig
+) -> np.ndarray:
+    """Per tracklet, the global id whose last box in the same camera it continues (0: none).
+
+    A sub-video boundary cuts every camera's tracks; the track that starts just
+    after it where an identity's box ended just before it, in the same camera,
+    is that identity: far stronger evidence than positions on the floor.
+    One-to-one per camera (Hungarian on box overlap); no vote where another
+    box overlaps nearly as much (people overlapping in that view).
+    """
+    votes = np.zeros(tab.n, np.int64)
+    max_gap = round(config.handoff_gap_s * fps)
+    if gallery.tail_global_id.size == 0 or tab.n == 0 or max_gap < 1:
+        return votes
+    for ci, cam in enumerate(tab.cameras):
+        ti = np.flatnonzero(tab.camera == ci)
+        ei = np.flatnonzero(gallery.tail_camera == cam)
+        if ti.size == 0 or ei.size == 0:
+            continue
+        gap = tab.first[ti][:, None] - gallery.tail_frame[ei][None, :]
+        iou = _box_iou(first_boxes[ti], gallery.tail_xyxy[ei])
+        ok = (gap > 0) & (gap <= max_gap) & (iou >= config.handoff_min_iou)
+        if not ok.any():
+            continue
+        rows, cols = linear_sum_assignment(np.where(ok, -iou, 1.0))
+        cand = np.where(ok, iou, 0.0)
+        for r, c in zip(rows, cols, strict=True):
+            if not ok[r, c]:
+                continue
+            # Two people overlapping in this view at the border: the boxes cannot tell who is who.
+            rivals = max(np.delete(cand[r], c).max(initial=0.0), np.delete(cand[:, c], r).max(initial=0.0))
+            if rivals < 0.5 * cand[r, c]:
+                votes[ti[r]] = gallery.tail_global_id[ei[c]]
+    return votes
+
+
+def _handoff_support(tab: _Table, labels: np.ndarray, votes: np.ndarray) -> dict[int, dict[int, float]]:
+    """Cluster -> {global id: share of its voting tracklets' frames that continue that id's boxes}."""
+    out: dict[int, dict[int, float]] = {}
+    voting = np.flatnonzero(votes > 0)
+    for c in np.unique(labels[voting]).tolist():
+        rows = voting[labels[voting] == c]
+        total = float(tab.length[rows].sum())
+        share: dict[int, float] = {}
+        for g, w in zip(votes[rows].tolist(), tab.length[rows].tolist(), strict=True):
+            share[int(g)] = share.get(int(g), 0.0) + w / total
+        out[int(c)] = share
+    return out
+
+
+def _match_gallery(
+    st: _States,
+    gallery: IdentityGallery,
+    fps: float,
+    config: AssociationConfig,
+    handoff: Mapping[int, Mapping[int, float]] | None = None,
+) -> dict[int, int]:
+    """Cluster index -> existing global id, by Hungarian on border continuity + appearance.
+
+    ``handoff`` (cluster -> {id: share}, see ``_handoff_support``) lowers the
+    cost of the ids a cluster's tracks continue in their own cameras by
+    ``handoff_weight`` x share; a unanimous handoff also stands where the floor
+    positions alone call the link impossible (feet mis-placed at the border).
+    """
+    handoff = handoff or {}
     n, g = st.span_first.shape[0], len(gallery)
     if n == 0 or g == 0:
         return {}
@@ -901,14 +1016,25 @@ def _match_gallery(st: _States, gallery: IdentityGallery, fps: float, config: As
         fps,
         config,
     )
+    share = np.zeros(c.shape[0])
+    if handoff:
+        gid_of = gallery.global_id[i]
+        for cl, votes in handoff.items():
+            rows = c == cl
+            share[rows] = [votes.get(int(x), 0.0) for x in gid_of[rows]]
+    unanimous = share >= 1.0 - 1e-9
+    cost = np.where(np.isfinite(cost), cost, 1.0) - config.handoff_weight * share
+    cost = np.where(impossible & unanimous, -config.handoff_weight, cost)
     # An identity seen after this cluster began cannot be continued by it.
-    bad = impossible | ~np.isfinite(cost) | (cost > config.link_max_cost) | (st.span_first[c] <= gallery.last_frame[i])
+    bad = (impossible & ~unanimous) | (cost > config.link_max_cost) | (st.span_first[c] <= gallery.last_frame[i])
     matrix = np.where(bad, np.inf, cost).reshape(n, g)
     feasible = np.isfinite(matrix)
     if not feasible.any():
         return {}
-    big = float(np.nanmax(np.where(feasible, matrix, 0.0))) * 10.0 + 10.0
-    rows, cols = linear_sum_assignment(np.where(feasible, matrix, big))
+    # Shift costs to >= 0 for the solver; infeasible pairs cost more than any feasible.
+    shifted = matrix - min(0.0, float(np.min(np.where(feasible, matrix, 0.0))))
+    big = float(np.max(np.where(feasible, shifted, 0.0))) * 10.0 + 10.0
+    rows, cols = linear_sum_assignment(np.where(feasible, shifted, big))
     return {int(r): int(gallery.global_id[k]) for r, k in zip(rows, cols, strict=True) if feasible[r, k]}
 
 
@@ -956,6 +1082,26 @@ def _update_gallery(
     )
 
 
+def _with_tails(
+    gallery: IdentityGallery, tab: _Table, tracklet_gid: np.ndarray, last_boxes: np.ndarray
+) -> IdentityGallery:
+    """The gallery with this chunk's last box per (identity, camera) as handoff boxes."""
+    best: dict[tuple[int, int], int] = {}
+    for i in range(tab.n):
+        key = (int(tracklet_gid[i]), int(tab.camera[i]))
+        if key not in best or tab.last[i] > tab.last[best[key]]:
+            best[key] = i
+    keys = sorted(best)
+    idx = np.array([best[k] for k in keys], np.int64)
+    return replace(
+        gallery,
+        tail_global_id=np.array([k[0] for k in keys], np.int64),
+        tail_camera=np.array([tab.cameras[k[1]] for k in keys], np.str_) if keys else np.zeros(0, np.str_),
+        tail_frame=tab.last[idx] if keys else np.zeros(0, np.int64),
+        tail_xyxy=last_boxes[idx] if keys else np.zeros((0, 4), np.float32),
+    )
+
+
 def associate(
     tracklets: Sequence[Tracklet],
     env: Environment,
@@ -976,7 +1122,9 @@ def associate(
     tab = _build_table(tracklets, env, config)
     stats: dict = {"tracklets": tab.n, "observations": int(tab.obs_frame.shape[0])}
     if tab.n == 0:
-        stats.update(clusters=0, covisible_clusters=0, pairs_scored=0, gallery_matches=0, new_identities=0)
+        stats.update(
+            clusters=0, covisible_clusters=0, pairs_scored=0, gallery_matches=0, handoffs=0, new_identities=0
+        )
         stats["seconds"] = time.perf_counter() - t0
         return AssociationResult({}, gallery, stats)
     boxes: dict[str, list[np.ndarray]] = {c: [] for c in tab.cameras}
@@ -987,9 +1135,13 @@ def associate(
     constraints = _Constraints(tab, overlap, cov, config)
     labels1, s1 = _pass1(tab, cov, constraints, config)
     labels, s2 = _pass2(tab, labels1, constraints, env.fps, config)
+    ordered = sorted(tracklets, key=lambda t: t.key)  # the table's order
+    first_boxes = np.stack([t.xyxy[0] for t in ordered]).astype(np.float64)
+    votes = _handoff_votes(first_boxes, tab, gallery, env.fps, config)
     k = int(labels.max()) + 1
+    handoff = _handoff_support(tab, labels, votes)
     st = _states(tab, labels, k, env.fps, config)
-    matched = _match_gallery(st, gallery, env.fps, config)
+    matched = _match_gallery(st, gallery, env.fps, config, handoff)
     members = _groups(labels, k)
     first_key = [tab.keys[int(m[0])] for m in members]
     new = sorted(
@@ -1006,13 +1158,16 @@ def associate(
         ",".join(sorted({tab.cameras[tab.camera[i]] for i in m if tab.last[i] > st.span_last[c] - window}))
         for c, m in enumerate(members)
     ]
+    last_boxes = np.stack([t.xyxy[-1] for t in ordered]).astype(np.float32)
     new_gallery = _update_gallery(gallery, gids, st, last_cams, config)
+    new_gallery = _with_tails(new_gallery, tab, gids[labels], last_boxes)
     stats.update(s1)
     stats.update(s2)
     stats.update(
         covisible_clusters=int(labels1.max()) + 1,
         clusters=k,
         gallery_matches=len(matched),
+        handoffs=sum(1 for c, g in matched.items() if handoff.get(c, {}).get(g, 0.0) > 0),
         new_identities=len(new),
         seconds=time.perf_counter() - t0,
     )

@@ -3,8 +3,9 @@
 ``Detector.detect(frame) -> Detections`` and ``detect_batch(frames)``; a
 detector that needs to see a sub-video before its frames (the background
 model of ``bgsub``, the frame cursor of ``mot``) also has
-``prepare(video_path, frame_offset=0)``, which the pipeline calls once per
-sub-video before feeding its frames in order.
+``prepare(video_path, frame_offset=0, context=())``, which the pipeline calls
+once per sub-video before feeding its frames in order (``context``: the same
+camera's neighbouring sub-videos, which bgsub samples for its background).
 
 - ``bgsub`` (default, weightless): static cameras, retrospective analysis. The
   background is the temporal median of frames sampled across the whole
@@ -17,6 +18,7 @@ sub-video before feeding its frames in order.
   oracle runs with ground truth as detections).
 """
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +294,10 @@ class BgSubDetector:
         max_people_per_blob: int = 8,
         min_confidence: float = 0.1,
         bg_weight: float = 1.0,
+        context_max_change: float = 0.05,
+        max_hidden: float = 0.6,
+        max_widen: float = 0.3,
+        sample_cache: Path | str | None = None,
     ) -> None:
         if not 64 <= work_width <= 4096:
             raise ValueError(f"work_width must be in [64, 4096] px, got {work_width}")
@@ -327,6 +333,17 @@ class BgSubDetector:
         if not 0 < bg_weight <= 4:
             raise ValueError(f"bg_weight must be in (0, 4], got {bg_weight}")
         self.bg_weight = float(bg_weight)
+        if not 0 <= context_max_change <= 1:
+            raise ValueError(f"context_max_change must be in [0, 1], got {context_max_change}")
+        self.context_max_change = float(context_max_change)
+        if not 0 <= max_hidden < 1:
+            raise ValueError(f"max_hidden must be in [0, 1), got {max_hidden}")
+        self.max_hidden = float(max_hidden)
+        if not 0 <= max_widen <= 1:
+            raise ValueError(f"max_widen must be in [0, 1], got {max_widen}")
+        self.max_widen = float(max_widen)
+        self.sample_cache = Path(sample_cache) if sample_cache is not None else None
+        self.context_used = 0  # neighbouring sub-videos the last prepare() took samples from
         self.size: PersonSize | None = calibrated_size(
             geometry, height_m=person_height_m, width_m=person_width_m
         )
@@ -338,25 +355,89 @@ class BgSubDetector:
 
     # -- background -----------------------------------------------------------
 
-    def prepare(self, video_path: Path | str, frame_offset: int = 0) -> None:  # noqa: ARG002
-        """Build the background from frames sampled across the whole sub-video."""
-        frames = sample_frames(video_path, self.bg_samples)
+    def prepare(
+        self,
+        video_path: Path | str,
+        frame_offset: int = 0,  # noqa: ARG002
+        context: Sequence[Path | str] = (),
+    ) -> None:
+        """Build the background from frames sampled across the whole sub-video.
+
+        ``context`` are neighbouring sub-videos of the same camera (the one
+        before and after). Someone who stands still for most of one sub-video
+        is, per pixel, the most frequent value there and would be taken for
+        background; sampled over a longer window they are not. A neighbour
+        joins only where its own background agrees with this one's almost
+        everywhere (same lighting, camera not moved).
+        """
+        frames = self._samples(video_path)
         if not frames:
             raise ValueError(f"no readable frame in {video_path}: cannot build a background")
-        self.fit(frames)
+        extra: list[np.ndarray] = []
+        if context:
+            own = temporal_median([self._to_work(f) for f in frames])
+            for other in context:
+                try:
+                    more = self._samples(other)
+                except (OSError, ValueError):
+                    continue  # a broken neighbour only loses its help
+                if not more or more[0].shape != frames[0].shape:
+                    continue
+                if self._agrees(own, temporal_median([self._to_work(f) for f in more])):
+                    extra += more
+        self.context_used = len(extra) // max(self.bg_samples, 1)
+        self.fit(frames, extra)
 
-    def fit(self, frames: Iterable[np.ndarray]) -> "BgSubDetector":
-        """Background, noise level and (without K/R/t) the person size law from sample frames."""
+    def _samples(self, video_path: Path | str) -> list[np.ndarray]:
+        """``bg_samples`` frames of a video, from ``sample_cache`` when it holds them."""
+        if self.sample_cache is None:
+            return sample_frames(video_path, self.bg_samples)
+        path = Path(video_path)
+        st = path.stat()
+        tag = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.bg_samples}"
+        import hashlib
+
+        cache = Path(self.sample_cache) / f"{hashlib.sha256(tag.encode()).hexdigest()[:24]}.npy"
+        if cache.is_file():
+            try:
+                stack = np.load(cache, allow_pickle=False)
+                return list(stack)
+            except (OSError, ValueError):
+                pass  # unreadable cache entry: sample again and overwrite it
+        frames = sample_frames(path, self.bg_samples)
+        if frames and len({f.shape for f in frames}) == 1:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.stack(frames), allow_pickle=False)
+            os.replace(tmp, cache)
+        return frames
+
+    def _agrees(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Two backgrounds of one camera agree when they differ on few pixels (people standing)."""
+        if a.shape != b.shape:
+            return False
+        d0, d1, d2 = cv2.split(cv2.absdiff(a, b))
+        dist = cv2.max(cv2.max(d0, d1), d2)
+        return float(np.mean(dist > 2 * self.threshold)) <= self.context_max_change
+
+    def fit(self, frames: Iterable[np.ndarray], context: Iterable[np.ndarray] = ()) -> "BgSubDetector":
+        """Background, noise level and (without K/R/t) the person size law from sample frames.
+
+        ``context`` frames (neighbouring sub-videos, see ``prepare``) join the
+        background median only; noise and size are measured on ``frames``.
+        """
         full = [_check_frame(f) for f in frames]
         if len(full) < 1:
             raise ValueError("fit needs at least one frame")
-        sizes = {f.shape[:2] for f in full}
+        extra = [_check_frame(f) for f in context]
+        sizes = {f.shape[:2] for f in full + extra}
         if len(sizes) != 1:
             raise ValueError(f"frames to fit must share one size, got {sorted(sizes)}")
         h, w = full[0].shape[:2]
         self.full_size = (w, h)
         small = [self._to_work(f) for f in full]
-        self.background = temporal_median(small)
+        self.background = temporal_median(small + [self._to_work(f) for f in extra])
         self._bg_gray = cv2.cvtColor(self.background, cv2.COLOR_BGR2GRAY).astype(np.float32) + 1.0
         self.effective_threshold = self._threshold_from_noise(small)
         if self.size is None and len(small) >= 3:
@@ -464,31 +545,6 @@ class BgSubDetector:
         x0, x1 = max(int(xs.min()) - 2, 0), min(int(xs.max()) + 3, w)
         gray = cv2.cvtColor(small[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY).astype(np.float32) + 1.0
         ratio = gray / self._bg_gray[y0:y1, x0:x1]
-        mean = cv2.boxFilter(ratio, -1, (5, 5))
-        var = cv2.sqrBoxFilter(ratio, -1, (5, 5)) - mean * mean
-        m, v = mean[ys - y0, xs - x0], var[ys - y0, xs - x0]
-        cast = v < (self.shadow_texture * m) ** 2
-        fg[ys[cast], xs[cast]] = 0
-        out[ys[~cast], xs[~cast]] = True
-        return out
-        f = small[ys, xs].astype(np.float32) + 1.0
-        b = self.background[ys, xs].astype(np.float32) + 1.0
-        fs, bs = f.sum(axis=1), b.sum(axis=1)
-        chroma = np.abs(f / fs[:, None] - b / bs[:, None]).sum(axis=1)
-        lo, hi = self.shadow_ratio
-        r = fs / bs
-        coloured = (r > lo) & (r < hi) & (chroma < self.shadow_chroma)
-        if not coloured.any():
-            return out
-        ys, xs, r = ys[coloured], xs[coloured], r[coloured]
-        # Texture test only around the shadow-coloured pixels (a few percent
-        # of the frame): local mean and variance of the brightness ratio.
-        h, w = fg.shape
-        y0, y1 = max(int(ys.min()) - 2, 0), min(int(ys.max()) + 3, h)
-        x0, x1 = max(int(xs.min()) - 2, 0), min(int(xs.max()) + 3, w)
-        ratio = (small[y0:y1, x0:x1].sum(axis=2, dtype=np.float32) + 3.0) / self._bg_sum[
-            y0:y1, x0:x1
-        ]
         mean = cv2.boxFilter(ratio, -1, (5, 5))
         var = cv2.sqrBoxFilter(ratio, -1, (5, 5)) - mean * mean
         m, v = mean[ys - y0, xs - x0], var[ys - y0, xs - x0]
@@ -617,6 +673,11 @@ class BgSubDetector:
         step = max(1, int(round(min(w_exp[0], h_exp[0]) / 12.0)))
         us = np.arange(x, x + bw + 1, step, dtype=np.float64)
         vs = np.arange(y + max(2, int(0.25 * bh)), y + bh + 1, step, dtype=np.float64)
+        if self.max_hidden > 0:
+            # Feet hidden below what shows (behind a prop or a nearer person):
+            # candidates may stand below the group, more coarsely.
+            below = np.arange(y + bh + 2 * step, y + bh + self.max_hidden * h_exp[0] + 1, 2 * step)
+            vs = np.concatenate([vs, below.astype(np.float64)])
         gu, gv = (a.ravel() for a in np.meshgrid(us, vs))
         hc, wc = self._size_work(gu, gv)
         ok = np.isfinite(hc) & (hc >= 4)
@@ -630,7 +691,9 @@ class BgSubDetector:
         bx2 = np.clip(np.round(gu + wc / 2.0) - x0, -x0, iw - x0).astype(np.int64)
         by1 = np.clip(np.round(gv - hc) - y0, -y0, ih - y0).astype(np.int64)
         by2 = np.clip(np.round(gv) - y0 + 1, -y0, ih - y0).astype(np.int64)
-        area = np.maximum(bx2 - bx1, 0) * np.maximum(by2 - by1, 0)
+        # Only the part of a box above the group's bottom can show background:
+        # below it the box may be hidden, and what hides it is no evidence against it.
+        area = np.maximum(bx2 - bx1, 0) * np.maximum(np.minimum(by2, rh) - by1, 0)
         cx1, cx2 = np.clip(bx1, 0, rw), np.clip(bx2, 0, rw)
         cy1, cy2 = np.clip(by1, 0, rh), np.clip(by2, 0, rh)
         min_gain = self.min_visible * np.maximum(wc * hc, 1.0)
@@ -639,11 +702,12 @@ class BgSubDetector:
             ii = cv2.integral(img.view(np.uint8))
             return ii[cy2, cx2] - ii[cy1, cx2] - ii[cy2, cx1] + ii[cy1, cx1]
 
-        def covered(rects: list[np.ndarray]) -> np.ndarray:
+        def covered(rects: list[np.ndarray], widen: float = 0.0) -> np.ndarray:
             cov = np.zeros((rh, rw), bool)
             for r in rects:
                 a, b, c, d = (int(v) for v in r)
-                cov[max(b, 0) : max(d, 0), max(a, 0) : max(c, 0)] = True
+                m = int(round(widen * (c - a)))
+                cov[max(b, 0) : max(d, 0), max(a - m, 0) : max(c + m, 0)] = True
             return cov
 
         def best_given(others: list[np.ndarray]) -> tuple[int, np.ndarray | None]:
@@ -679,6 +743,13 @@ class BgSubDetector:
                     changed = True
             if not changed:
                 break
+        # A box must show enough of a person that no neighbour could cover by
+        # widening (arms, a long stride): otherwise it is a piece of that neighbour.
+        for i in range(len(chosen) - 1, -1, -1) if len(chosen) > 1 else ():
+            others = covered(rects[:i] + rects[i + 1 :], widen=self.max_widen)
+            own = covered([rects[i]])
+            if int((fg & own & ~others).sum()) < min_gain[chosen[i]]:
+                del chosen[i], rects[i]
         out: list[tuple[np.ndarray, float]] = []
         fill_all = box_sum(fg)
         for i, c in enumerate(chosen):
@@ -689,7 +760,7 @@ class BgSubDetector:
             # may take what no other box covers.
             others = covered(rects[:i] + rects[i + 1 :])
             cand = (bx1[c], by1[c], bx2[c], by2[c])
-            r = self._refine(fg, shadowish, others, cand, hc[c], grow_x=True)
+            r = self._refine(fg, shadowish, others, cand, hc[c], grow_x=True, max_widen=self.max_widen)
             rb = r + np.array([x0, y0, x0, y0], np.float64)
             size_agree = float(np.exp(-abs(np.log(max(rb[3] - rb[1], 1.0) / hc[c])) / 0.35))
             out.append((rb, 0.5 * min(1.0, fill / 0.6) + 0.5 * size_agree))
@@ -703,6 +774,7 @@ class BgSubDetector:
         box: tuple[int, int, int, int],
         h_exp: float,
         grow_x: bool,
+        max_widen: float = 0.3,
     ) -> np.ndarray:
         """Fit a calibrated box to the foreground around it, keeping hidden feet where calibration says.
 
@@ -718,7 +790,7 @@ class BgSubDetector:
         """
         rh, rw = fg.shape
         x1, y1, x2, y2 = (int(v) for v in box)
-        mx = int(round(0.3 * (x2 - x1))) if grow_x else 0
+        mx = int(round(max_widen * (x2 - x1))) if grow_x else 0
         my = int(round(0.1 * (y2 - y1)))
         wx1, wx2, wy1, wy2 = max(x1 - mx, 0), min(x2 + mx, rw), max(y1 - my, 0), min(y2 + my, rh)
         if wx2 <= wx1 or wy2 <= wy1:
@@ -903,7 +975,12 @@ class MotDetector:
         self._conf = np.clip(rows[:, 6], 0.0, 1.0).astype(np.float32)
         self._cursor = int(frame_offset)
 
-    def prepare(self, video_path: Path | str | None = None, frame_offset: int = 0) -> None:  # noqa: ARG002
+    def prepare(
+        self,
+        video_path: Path | str | None = None,  # noqa: ARG002
+        frame_offset: int = 0,
+        context: Sequence[Path | str] = (),  # noqa: ARG002
+    ) -> None:
         if frame_offset < 0:
             raise ValueError(f"frame_offset must be >= 0, got {frame_offset}")
         self._cursor = int(frame_offset)

@@ -97,8 +97,14 @@ def process_camera_chunk(
     config: RunConfig,
     store: RunStore,
     progress: Callable[[int, int], None] | None = None,
+    context: Sequence[Path | str] = (),
 ) -> CameraChunkResult:
-    """Track one camera's sub-video and write its tracks.parquet and embeddings.npz."""
+    """Track one camera's sub-video and write its tracks.parquet and embeddings.npz.
+
+    ``context``: local paths of the same camera's neighbouring sub-videos (the
+    one before and after); detectors that model the scene (bgsub's background)
+    look at them too. Results still depend only on these videos' contents.
+    """
     if camera_id not in env.calibration:
         raise ValueError(
             f"camera {camera_id!r} has no calibration in environment {env.environment_id!r}"
@@ -115,17 +121,21 @@ def process_camera_chunk(
         total = min(total, config.max_frames)
 
     t0 = time.perf_counter()
+    detector_options = dict(config.detector_options)
+    if config.detector.strip().lower() == "bgsub":
+        # Background samples of each sub-video are drawn once per machine, not once per neighbour.
+        detector_options.setdefault("sample_cache", get_settings().cache_dir / "bg-samples")
     detector = make_detector(
         config.detector,
         geometry=geometry,
         plane=env.plane,
         weights_dir=weights_dir,
         device=config.device,
-        **config.detector_options,
+        **detector_options,
     )
     prepare = getattr(detector, "prepare", None)
     if prepare is not None:  # bgsub builds its background, mot aligns its frame cursor
-        prepare(video_path, frame_offset=frame_offset)
+        prepare(video_path, frame_offset=frame_offset, context=tuple(context))
     t0 = stages.add("detect", t0)
     embedder_options = dict(config.embedder_options)
     sample_every = embedder_options.pop("sample_every", DEFAULT_SAMPLE_EVERY)
@@ -233,6 +243,11 @@ def _limit_threads() -> None:
     cv2.setNumThreads(1)
 
 
+def neighbours(paths: Sequence[str], index: int) -> tuple[str, ...]:
+    """The sub-videos just before and after ``paths[index]`` (a camera's chunks in order)."""
+    return tuple(paths[i] for i in (index - 1, index + 1) if 0 <= i < len(paths))
+
+
 def _camera_job(
     env: Environment, camera_id: str, paths: Sequence[str], config: RunConfig, store: RunStore
 ) -> list[CameraChunkResult]:
@@ -249,6 +264,7 @@ def _camera_job(
             frame_offset=offset,
             config=config,
             store=store,
+            context=neighbours(paths, index),
         )
         out.append(res)
         offset += res.frames

@@ -296,6 +296,7 @@ class PostprocessConfig:
     min_frames: int = 8  # tracks with fewer observed frames are dropped (noise, reflections)
     max_gap: int = 25  # gaps up to this many frames inside a track are interpolated
     link_gap: int = 100  # fragments this close in time (frames) may be relinked into one track
+    link_overlap: int = 10  # ... or overlapping by up to this many frames (a new track started while the old coasted)
     link_distance: float = 0.6  # max foot-point jump (box heights) for a relink after a short gap
     link_speed: float = (
         0.04  # extra jump allowed per frame of gap (box heights; ~1.3 m/s at 25 fps)
@@ -306,7 +307,7 @@ class PostprocessConfig:
     complete_feet: bool = True  # extend boxes whose feet are hidden (needs a size prior)
 
     def __post_init__(self) -> None:
-        for name in ("min_frames", "max_gap", "link_gap", "smooth"):
+        for name in ("min_frames", "max_gap", "link_gap", "link_overlap", "smooth"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"postprocess {name} must be an integer >= 0, got {value!r}")
@@ -372,15 +373,32 @@ def _track_summary(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _overlap_iou(df: pd.DataFrame, a: int, b: int) -> float:
+    """Mean IoU of tracks a and b over the frames both have (0 when none)."""
+    cols = ["frame_idx", "x1", "y1", "x2", "y2"]
+    ra = df.loc[df["track_id"] == a, cols]
+    rb = df.loc[df["track_id"] == b, cols]
+    both = ra.merge(rb, on="frame_idx", suffixes=("_a", "_b"))
+    if both.empty:
+        return 0.0
+    iw = (np.minimum(both["x2_a"], both["x2_b"]) - np.maximum(both["x1_a"], both["x1_b"])).clip(lower=0)
+    ih = (np.minimum(both["y2_a"], both["y2_b"]) - np.maximum(both["y1_a"], both["y1_b"])).clip(lower=0)
+    inter = iw * ih
+    area_a = (both["x2_a"] - both["x1_a"]) * (both["y2_a"] - both["y1_a"])
+    area_b = (both["x2_b"] - both["x1_b"]) * (both["y2_b"] - both["y1_b"])
+    return float(np.mean(inter / np.maximum(area_a + area_b - inter, 1e-9)))
+
+
 def link_fragments(
     df: pd.DataFrame, cfg: PostprocessConfig, embeddings: dict[int, np.ndarray] | None = None
 ) -> dict[int, int]:
     """Map of fragment track id -> the id of the earlier fragment it continues.
 
-    A track ending at frame t1 and another starting at t2 (0 < t2 - t1 <=
-    link_gap) are the same person when the end extrapolated forward and the
-    start extrapolated backward meet within ``link_distance`` box heights and
-    (with embeddings) look alike. Pairs are taken cheapest first, each end and
+    A track ending at frame t1 and another starting at t2 (-link_overlap < t2 -
+    t1 <= link_gap) are the same person when the end extrapolated forward and
+    the start extrapolated backward meet within ``link_distance`` box heights
+    (across an overlap, where both boxes existed at once, they must also
+    overlap each other, mean IoU >= 0.25) and (with embeddings) look alike. Pairs are taken cheapest first, each end and
     each start used once, so chains form over several gaps.
     """
     if df.empty or cfg.link_gap == 0:
@@ -389,11 +407,14 @@ def link_fragments(
     ids = s.index.to_numpy()
     end = s["end"].to_numpy()
     start = s["start"].to_numpy()
-    gap = start[None, :] - end[:, None]  # [a, b]: b starts after a ends
-    ok = (gap > 0) & (gap <= cfg.link_gap)
+    gap = start[None, :] - end[:, None]  # [a, b]: b starts after a ends (or overlaps its end)
+    ok = (gap > -cfg.link_overlap) & (gap <= cfg.link_gap)
+    # b must really come later: start after a's start and end after a's end.
+    ok &= (start[None, :] > start[:, None]) & (end[None, :] > end[:, None])
     if not ok.any():
         return {}
-    g = np.maximum(gap, 1).astype(np.float64)
+    # Signed: across an overlap both ends are extrapolated back to where they meet.
+    g = np.where(gap == 0, 1, gap).astype(np.float64)
     ex = s["ex"].to_numpy()[:, None] + s["evx"].to_numpy()[:, None] * g / 2
     ey = s["ey"].to_numpy()[:, None] + s["evy"].to_numpy()[:, None] * g / 2
     sx = s["sx"].to_numpy()[None, :] - s["svx"].to_numpy()[None, :] * g / 2
@@ -407,8 +428,13 @@ def link_fragments(
     )
     # Tolerance grows with the gap: someone unseen for g frames may have
     # walked (or turned) up to link_speed box heights per frame away.
-    allowed = cfg.link_distance + cfg.link_speed * g
+    allowed = cfg.link_distance + cfg.link_speed * np.abs(g)
     ok &= (dist <= allowed) & (hratio < 0.4)
+    # Across an overlap both boxes were there at once: they must coincide (one
+    # person tracked twice), not merely be neighbours walking together.
+    for a, b in np.argwhere(ok & (gap <= 0)):
+        if _overlap_iou(df, int(ids[a]), int(ids[b])) < 0.25:
+            ok[a, b] = False
     cost = dist / allowed
     if embeddings:
         dim = next(iter(embeddings.values())).shape[0]
@@ -661,8 +687,9 @@ def postprocess_tracks(
     out = out.copy()
     if remap:
         out["track_id"] = out["track_id"].map(lambda t: remap.get(int(t), int(t))).astype(np.int64)
-        # Two fragments never overlap in time (links need a positive gap), but
-        # keep the first row per (frame, track) in case a caller's table does.
+        # Fragments linked across a short overlap have two rows on those frames:
+        # keep the more confident one.
+        out = out.sort_values(["frame_idx", "track_id", "confidence"], ascending=[True, True, False], kind="stable")
         out = out.drop_duplicates(["frame_idx", "track_id"], keep="first")
         samples = samples.relabel(
             np.array([remap.get(int(t), int(t)) for t in samples.track_id], np.int64)

@@ -59,11 +59,14 @@ def download_videos(
     env = load_environment(environment_id, videos)
     available = {camera: list_chunks(env, camera) for camera in env.cameras}
     wanted = _selected(available, chunks)
-    # Everything up to the last wanted chunk of each camera: offsets need their lengths.
+    # Everything up to the last wanted chunk of each camera (offsets need their
+    # lengths) and the one after it: a chunk's neighbours give its background
+    # model context, so its results do not depend on which chunks were selected.
     needed = []
     for camera, urls in available.items():
         last = max((i for i, u in enumerate(urls) if chunk_name(u) in wanted), default=-1)
-        needed += [(camera, i, url) for i, url in enumerate(urls[: last + 1])]
+        upto = last + 2 if last >= 0 else 0
+        needed += [(camera, i, url) for i, url in enumerate(urls[:upto])]
 
     def fetch_and_probe(url: str) -> tuple[LocalVideo, VideoInfo]:
         local = fetch(url, settings.cache_dir)
@@ -83,22 +86,20 @@ def download_videos(
         logger.warning("cameras disagree on frame rate %s: keeping the environment's %g fps", sorted(rates), env.fps)
 
     offsets = dict.fromkeys(env.cameras, 0)
-    refs = []
+    refs, context = [], []
     for (camera, index, url), (local, info) in zip(needed, fetched, strict=True):
         name = chunk_name(url)
-        if name in wanted:
-            refs.append(
-                VideoRef(
-                    camera_id=camera,
-                    chunk=name,
-                    chunk_index=index,
-                    url=url,
-                    path=str(local.path),
-                    content_key=local.content_key,
-                    frames=info.frames,
-                    frame_offset=offsets[camera],
-                )
-            )
+        ref = VideoRef(
+            camera_id=camera,
+            chunk=name,
+            chunk_index=index,
+            url=url,
+            path=str(local.path),
+            content_key=local.content_key,
+            frames=info.frames,
+            frame_offset=offsets[camera],
+        )
+        (refs if name in wanted else context).append(ref)
         offsets[camera] += min(info.frames, max_frames) if max_frames else info.frames
     refs.sort(key=lambda v: (v.chunk_index, env.cameras.index(v.camera_id)))
 
@@ -113,4 +114,4 @@ def download_videos(
         sum(v.frames for v in refs),
         f"; ground truth in {gt_url}" if gt_url else "",
     )
-    return SceneRef(env, env.videos_url, tuple(refs), gt_url)
+    return SceneRef(env, env.videos_url, tuple(refs), gt_url, tuple(context))

@@ -70,6 +70,7 @@ class SceneRef:
     videos_url: str
     videos: tuple[VideoRef, ...]
     gt_url: str | None = None  # ground truth next to the videos, when the scene ships one
+    context: tuple[VideoRef, ...] = ()  # fetched, not selected: neighbours of selected chunks
 
     @property
     def chunks(self) -> list[str]:
@@ -77,6 +78,11 @@ class SceneRef:
 
     def chunk_videos(self, chunk: str) -> list[VideoRef]:
         return [v for v in self.videos if v.chunk == chunk]
+
+    def neighbours(self, video: VideoRef) -> list[VideoRef]:
+        """The same camera's sub-videos just before and after ``video`` (selected or not)."""
+        own = {v.chunk_index: v for v in (*self.videos, *self.context) if v.camera_id == video.camera_id}
+        return [own[k] for k in (video.chunk_index - 1, video.chunk_index + 1) if k in own]
 
 
 @dataclass(frozen=True)

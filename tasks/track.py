@@ -56,9 +56,20 @@ def local_copy(video: VideoRef) -> Path:
     persist_result=True,
     **RETRY,
 )
-def track_camera(environment: Environment, video: VideoRef, config: RunConfig, run: RunRef) -> CameraTracks:
-    """Detect, track and embed one camera's chunk; tracks.parquet + embeddings.npz in ``run``."""
+def track_camera(
+    environment: Environment,
+    video: VideoRef,
+    config: RunConfig,
+    run: RunRef,
+    context: list[VideoRef] | None = None,
+) -> CameraTracks:
+    """Detect, track and embed one camera's chunk; tracks.parquet + embeddings.npz in ``run``.
+
+    ``context``: the camera's neighbouring sub-videos, which the background
+    model samples too (their content keys are part of this task's cache key).
+    """
     path = local_copy(video)
+    context_paths = [local_copy(v) for v in context or []]
     progress = FrameProgress(f"{video.camera_id}/{video.chunk}: frames tracked")
     # One slot per camera chunk: the accelerator, not the thread pool, bounds how many
     # run at once. Without the limit (no `python -m deployments.setup`) Prefect warns
@@ -75,6 +86,7 @@ def track_camera(environment: Environment, video: VideoRef, config: RunConfig, r
             config=config,
             store=run.store(),
             progress=progress,
+            context=context_paths,
         )
     files = {
         "tracks": tracks_path(video.camera_id, video.chunk),

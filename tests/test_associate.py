@@ -418,3 +418,37 @@ def test_fuse_positions_trusts_near_cameras_and_drops_outliers() -> None:
     assert seen["n_cameras"] == 3
     assert abs(seen["map_x"] - 4.0) < 0.1 and abs(seen["map_y"] - 4.0) < 1e-6
     assert lost["n_cameras"] == 0 and np.isnan(lost["map_x"])
+
+
+def test_a_cameras_track_cut_by_the_chunk_border_keeps_its_identity() -> None:
+    """Boxes continuing in the same camera decide, even when the floor positions after the border are off."""
+    rng = np.random.default_rng(5)
+    f = np.arange(100)
+    walks = [_walk((6.0, 5.0), (0.5, 0.0), f), _walk((12.0, 9.0), (-0.4, 0.1), f)]
+    cam = CORNERS[0]
+    first_part, second_part = [], []
+    for p, xy in enumerate(walks):
+        first_part += _observe(cam, p, f[:50], xy[:50], rng)
+        for t in _observe(cam, 1000 + p, f[50:], xy[50:], rng):
+            # Feet mis-placed after the border (hidden behind a prop, say): 3 m off on the floor.
+            second_part.append(replace_map(t, t.map_xy + np.float32(3.0)))
+    first = associate(first_part, _env([cam]))
+    plain = associate(second_part, _env([cam]), gallery=replace_tails(first.gallery))
+    assert plain.stats["handoffs"] == 0 and plain.stats["gallery_matches"] == 0  # the floor says: new people
+    second = associate(second_part, _env([cam]), gallery=first.gallery)
+    assert second.stats["handoffs"] == 2
+    before = {t.track_id % 1000: first.global_ids[t.key] for t in first_part}
+    after = {t.track_id % 1000: second.global_ids[t.key] for t in second_part}
+    assert before == after and len(set(after.values())) == 2
+    assert second.gallery.tail_camera.tolist() == ["c1", "c1"]
+    assert sorted(second.gallery.tail_frame.tolist()) == [99, 99]
+
+
+def replace_map(t: Tracklet, map_xy: np.ndarray) -> Tracklet:
+    return Tracklet(t.camera_id, t.track_id, t.frame_idx, t.xyxy, map_xy, t.confidence, t.embedding)
+
+
+def replace_tails(gallery: IdentityGallery) -> IdentityGallery:
+    """The gallery without its handoff boxes (as galleries written before they existed)."""
+    arrays = {k: v for k, v in gallery.to_npz().items() if not k.startswith("tail_")}
+    return IdentityGallery.from_npz(arrays)

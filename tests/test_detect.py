@@ -275,3 +275,52 @@ def test_torchvision_detector_loads_a_local_state_dict(tmp_path: Path):
         )
     with pytest.raises(ValueError, match="unknown torchvision detection model"):
         make_detector("torchvision", weights_dir=tmp_path, model="resnet50", weights="tiny.pth")
+
+
+def _write_folder(folder: Path, frames: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), f)
+    return folder
+
+
+def test_bgsub_background_from_neighbouring_sub_videos_finds_someone_standing_still(camera, tmp_path: Path):
+    rng = np.random.default_rng(3)
+    floor = textured_floor()
+    standing = person_box(camera, 10.0, 5.0)
+
+    def frames(stand: bool, light: float = 1.0) -> list[np.ndarray]:
+        out = []
+        for _ in range(12):
+            f = (floor * light).astype(np.uint8)
+            if stand:
+                draw_person(f, standing, (40, 40, 200))
+            out.append(noisy(f, rng))
+        return out
+
+    current = _write_folder(tmp_path / "sub_video_02", frames(True))  # stands still the whole sub-video
+    before = _write_folder(tmp_path / "sub_video_01", frames(False))
+    after = _write_folder(tmp_path / "sub_video_03", frames(False))
+    darker = _write_folder(tmp_path / "lights_off", frames(False, light=0.6))
+    probe = cv2.imread(str(current / "0005.png"))
+
+    alone = BgSubDetector(camera, bg_samples=12)
+    alone.prepare(current)
+    assert len(alone.detect(probe)) == 0  # the median of this sub-video alone takes them for floor
+
+    cache = tmp_path / "cache"
+    with_context = BgSubDetector(camera, bg_samples=12, sample_cache=cache)
+    with_context.prepare(current, context=[before, after])
+    assert with_context.context_used == 2
+    found = with_context.detect(probe)
+    assert len(found) == 1 and iou(found.xyxy[0], standing) > 0.6
+    assert len(list(cache.glob("*.npy"))) == 3  # each sub-video sampled once, reused by its neighbours
+    again = BgSubDetector(camera, bg_samples=12, sample_cache=cache)
+    again.prepare(current, context=[before, after])
+    assert np.array_equal(again.background, with_context.background)
+
+    # A neighbour under other lighting (or a moved camera) does not join the background.
+    relit = BgSubDetector(camera, bg_samples=12)
+    relit.prepare(current, context=[darker, tmp_path / "missing"])
+    assert relit.context_used == 0
+    assert np.array_equal(relit.background, alone.background)

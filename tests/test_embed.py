@@ -37,6 +37,25 @@ def test_color_embeddings_are_normalised_and_tell_people_apart():
     assert float(out[0] @ emb.embed(swapped, boxes[:1])[0]) < 0.5
 
 
+def test_color_embeddings_survive_another_cameras_colour_cast():
+    """Another camera: a warmer or cooler white balance and another exposure over the whole frame."""
+    img = np.full((240, 320, 3), 120, np.uint8)  # a grey floor, muted clothes (no clipping)
+    img[40:100, 40:80], img[100:160, 40:80] = (70, 110, 150), (140, 110, 80)
+    img[40:100, 200:240], img[100:160, 200:240] = (80, 150, 90), (60, 60, 60)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    boxes = np.array([[40, 30, 80, 165], [200, 30, 240, 165]], np.float32)
+    corrected = make_embedder("color")
+    raw = make_embedder("color", colour_constancy="none")
+    for gains in ([0.8, 1.0, 1.25], [1.2, 1.0, 0.8]):
+        for exposure in (1.0, 1.3):
+            cast = np.clip(img * np.array(gains) * exposure, 0, 255).astype(np.uint8)
+            assert float(corrected.embed(img, boxes)[0] @ corrected.embed(cast, boxes)[0]) > 0.95
+            assert float(raw.embed(img, boxes)[0] @ raw.embed(cast, boxes)[0]) < 0.6
+            assert float(corrected.embed(img, boxes)[0] @ corrected.embed(cast, boxes)[1]) < 0.3
+    with pytest.raises(ValueError, match="colour_constancy"):
+        make_embedder("color", colour_constancy="retinex")
+
+
 def test_color_embedder_handles_empty_and_edge_boxes():
     img, _ = frame_with_people()
     emb = ColorEmbedder()

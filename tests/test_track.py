@@ -179,3 +179,20 @@ def test_postprocess_of_nothing():
     assert out.empty and list(out.columns) == list(TRACK_COLUMNS)
     with pytest.raises(ValueError, match="lacks columns"):
         postprocess_tracks(pd.DataFrame({"frame_idx": [1]}), PostprocessConfig())
+
+
+def test_a_track_restarted_while_the_old_one_coasted_is_relinked_but_neighbours_are_not():
+    # The tracker opened track 2 on the same person three frames before track 1 ended.
+    df = table(walk(1, range(0, 30)) + walk(2, range(27, 60)))
+    cfg = PostprocessConfig(min_frames=5, max_gap=10, link_gap=20, link_overlap=10)
+    assert link_fragments(df, cfg) == {2: 1}
+    out, _ = postprocess_tracks(df, cfg)
+    assert set(out["track_id"]) == {1}
+    assert out["frame_idx"].tolist() == list(range(60))  # one row per frame where both existed
+    # Someone walking alongside (30 px away, a third of a box height) overlaps in time too: not one person.
+    side = table(walk(1, range(0, 30)) + walk(2, range(27, 60), x0=130.0))
+    assert link_fragments(side, cfg) == {}
+    # Nor does a track that starts before the other and outlives it.
+    nested = table(walk(1, range(10, 30)) + walk(2, range(0, 60)))
+    assert link_fragments(nested, cfg) == {}
+    assert link_fragments(df, PostprocessConfig(link_gap=20, link_overlap=0)) == {}

@@ -9,7 +9,8 @@ camera's neighbouring sub-videos, which bgsub samples for its background).
 
 - ``bgsub`` (default, weightless): static cameras, retrospective analysis. The
   background is the temporal median of frames sampled across the whole
-  sub-video; per frame, foreground = colour distance to it (shadows removed),
+  sub-video and its neighbours, with people who stood still through most of
+  them uncovered (``uncover_standing``); per frame, foreground = colour distance to it (shadows removed),
   and calibrated person-sized boxes are fitted to the foreground, which splits
   people merged side by side or in depth and rejects blobs of no person size.
 - ``torchvision``: a torchvision detection model (Faster R-CNN ResNet50-FPN v2
@@ -19,6 +20,7 @@ camera's neighbouring sub-videos, which bgsub samples for its background).
 """
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +119,87 @@ def temporal_median(frames: Sequence[np.ndarray]) -> np.ndarray:
     # partition (O(n)) instead of a full median sort; the lower median of an
     # even count is as good a background estimate and stays uint8.
     return np.ascontiguousarray(np.partition(stack, k, axis=0)[k])
+
+
+def uncover_standing(
+    stack: Sequence[np.ndarray],
+    background: np.ndarray,
+    threshold: float,
+    min_area: int = 60,
+    min_share: float = 0.15,
+) -> tuple[np.ndarray, int]:
+    """The background with long-standing people removed where the floor they covered was seen.
+
+    Someone who stands still in most sample frames is the per-pixel median.
+    Where at least ``min_share`` of the samples agree on another stable value
+    (the floor before they arrived or after they left), a region has two
+    candidate backgrounds. Which one is the scene? A person is an object:
+    pasted into the background it leaves strong edges along its outline,
+    while the floor continues its surroundings seamlessly. So a region takes
+    its alternative value when that makes its boundary markedly smoother.
+    Returns the corrected background and how many regions were replaced.
+    """
+    n = len(stack)
+    if n < 6:
+        return background, 0
+    bg = np.ascontiguousarray(background)
+    dev = np.empty((n, *bg.shape[:2]), bool)
+    for i, frame in enumerate(stack):
+        d0, d1, d2 = cv2.split(cv2.absdiff(frame, bg))
+        dev[i] = cv2.max(cv2.max(d0, d1), d2) > threshold
+    share = dev.mean(axis=0)
+    ys, xs = np.nonzero(share >= min_share)
+    if ys.size < min_area:
+        return background, 0
+    vals = np.stack([f[ys, xs] for f in stack]).astype(np.float32)  # (n, k, 3)
+    d = dev[:, ys, xs]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no deviating sample
+        alt = np.nanmedian(np.where(d[..., None], vals, np.nan), axis=0)
+    agree = d & (np.abs(vals - alt[None]).max(axis=2) <= threshold)
+    stable = agree.mean(axis=0) >= min_share
+    known = np.zeros(bg.shape[:2], np.uint8)
+    keep = stable & np.isfinite(alt).all(axis=1)
+    known[ys[keep], xs[keep]] = 1
+    # Regions: the stable pixels closed into solid shapes (a person's pixels
+    # close to the floor's colour have no stable alternative of their own).
+    mask = cv2.morphologyEx(known, cv2.MORPH_OPEN, _KERNEL_3)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _KERNEL_CLOSE)
+    alternative = bg.copy()
+    alternative[ys[keep], xs[keep]] = np.clip(alt[keep], 0, 255).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    out = bg.copy()
+    replaced = 0
+    for label in range(1, count):
+        x, y, w, h, area = stats[label]
+        if area < min_area:
+            continue
+        x0, y0 = max(x - 6, 0), max(y - 6, 0)
+        x1, y1 = min(x + w + 6, bg.shape[1]), min(y + h + 6, bg.shape[0])
+        # A little wider than the stable pixels: a silhouette's rim blends with what is behind it.
+        region = cv2.dilate((labels[y0:y1, x0:x1] == label).astype(np.uint8), _KERNEL_3)
+        ring = (cv2.dilate(region, _KERNEL_3, iterations=2) - cv2.erode(region, _KERNEL_3)).astype(bool)
+        if not ring.any():
+            continue
+        before = bg[y0:y1, x0:x1]
+        # Pixels of the region without a stable alternative are filled from around them.
+        missing = (region.astype(bool) & ~known[y0:y1, x0:x1].astype(bool)).astype(np.uint8)
+        fill = alternative[y0:y1, x0:x1]
+        if missing.any():
+            fill = cv2.inpaint(np.ascontiguousarray(fill), missing, 3, cv2.INPAINT_TELEA)
+        after = np.where(region[..., None].astype(bool), fill, before)
+        if _edge_energy(after, ring) < 0.7 * _edge_energy(before, ring):
+            out[y0:y1, x0:x1] = after
+            replaced += 1
+    return out, replaced
+
+
+def _edge_energy(image: np.ndarray, where: np.ndarray) -> float:
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    # Median: outlines shared by both versions (a door frame behind someone) do not decide.
+    return float(np.median(np.hypot(gx, gy)[where]))
 
 
 # -------------------------------------------------------- person size priors
@@ -297,6 +380,7 @@ class BgSubDetector:
         context_max_change: float = 0.05,
         max_hidden: float = 0.6,
         max_widen: float = 0.3,
+        uncover_standing: bool = True,
         sample_cache: Path | str | None = None,
     ) -> None:
         if not 64 <= work_width <= 4096:
@@ -342,6 +426,8 @@ class BgSubDetector:
         if not 0 <= max_widen <= 1:
             raise ValueError(f"max_widen must be in [0, 1], got {max_widen}")
         self.max_widen = float(max_widen)
+        self.uncover_standing = bool(uncover_standing)
+        self.standing_uncovered = 0  # regions uncover_standing() replaced in the last fit
         self.sample_cache = Path(sample_cache) if sample_cache is not None else None
         self.context_used = 0  # neighbouring sub-videos the last prepare() took samples from
         self.size: PersonSize | None = calibrated_size(
@@ -437,9 +523,15 @@ class BgSubDetector:
         h, w = full[0].shape[:2]
         self.full_size = (w, h)
         small = [self._to_work(f) for f in full]
-        self.background = temporal_median(small + [self._to_work(f) for f in extra])
-        self._bg_gray = cv2.cvtColor(self.background, cv2.COLOR_BGR2GRAY).astype(np.float32) + 1.0
+        samples = small + [self._to_work(f) for f in extra]
+        self.background = temporal_median(samples)
         self.effective_threshold = self._threshold_from_noise(small)
+        self.standing_uncovered = 0
+        if self.uncover_standing:
+            self.background, self.standing_uncovered = uncover_standing(
+                samples, self.background, self.effective_threshold
+            )
+        self._bg_gray = cv2.cvtColor(self.background, cv2.COLOR_BGR2GRAY).astype(np.float32) + 1.0
         if self.size is None and len(small) >= 3:
             self.size = self._learn_size(small)
         self._build_size_table(self.background.shape[:2], self._scale(w))
@@ -818,6 +910,7 @@ class BgSubDetector:
 _KERNEL_3 = np.ones((3, 3), np.uint8)
 _KERNEL_TALL = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 7))
 _KERNEL_GROUP = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 9))
+_KERNEL_CLOSE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
 
 
 # -------------------------------------------------------------- torchvision

@@ -398,7 +398,7 @@ def link_fragments(
     t1 <= link_gap) are the same person when the end extrapolated forward and
     the start extrapolated backward meet within ``link_distance`` box heights
     (across an overlap, where both boxes existed at once, they must also
-    overlap each other, mean IoU >= 0.25) and (with embeddings) look alike. Pairs are taken cheapest first, each end and
+    overlap each other, mean IoU >= 0.2) and (with embeddings) look alike. Pairs are taken cheapest first, each end and
     each start used once, so chains form over several gaps.
     """
     if df.empty or cfg.link_gap == 0:
@@ -433,9 +433,11 @@ def link_fragments(
     # Across an overlap both boxes were there at once: they must coincide (one
     # person tracked twice), not merely be neighbours walking together.
     for a, b in np.argwhere(ok & (gap <= 0)):
-        if _overlap_iou(df, int(ids[a]), int(ids[b])) < 0.25:
+        if _overlap_iou(df, int(ids[a]), int(ids[b])) < 0.2:
             ok[a, b] = False
-    cost = dist / allowed
+    # The nearest continuation in time first: a fragment that bridges a long
+    # gap must not skip over the one that filled it.
+    cost = dist / allowed + np.maximum(gap, 0) / max(cfg.link_gap, 1)
     if embeddings:
         dim = next(iter(embeddings.values())).shape[0]
         e = np.stack([embeddings.get(int(i), np.zeros(dim, np.float32)) for i in ids])

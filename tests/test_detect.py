@@ -14,6 +14,7 @@ from spoton.detect import (
     make_detector,
     sample_frames,
     temporal_median,
+    uncover_standing,
 )
 from spoton.geometry import CameraGeometry, GroundPlane, homography_from_calibration
 from spoton.types import PERSON_CLASS_ID, Detections
@@ -324,3 +325,40 @@ def test_bgsub_background_from_neighbouring_sub_videos_finds_someone_standing_st
     relit.prepare(current, context=[darker, tmp_path / "missing"])
     assert relit.context_used == 0
     assert np.array_equal(relit.background, alone.background)
+
+
+def test_someone_standing_most_of_the_time_is_uncovered_from_the_background(camera):
+    rng = np.random.default_rng(4)
+    floor = textured_floor()
+    box = person_box(camera, 9.0, 6.0)
+    samples = []
+    for k in range(30):
+        f = floor.copy()
+        if k >= 9:  # walks in after 30 % of the recording and stays
+            draw_person(f, box, (40, 40, 200))
+        samples.append(noisy(f, rng))
+    median = temporal_median(samples)
+    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    inside = (slice(y1 + 3, y2 - 3), slice(x1 + 3, x2 - 3))
+
+    def err(img: np.ndarray) -> float:
+        return float(np.abs(img[inside].astype(int) - floor[inside]).mean())
+
+    assert err(median) > 30  # the median took them for floor
+    fixed, regions = uncover_standing(samples, median, threshold=10.0)
+    assert regions >= 1 and err(fixed) < 6
+    # Elsewhere nothing changes.
+    outside = np.ones(floor.shape[:2], bool)
+    outside[y1 - 8 : y2 + 8, x1 - 8 : x2 + 8] = False
+    assert np.array_equal(fixed[outside], median[outside])
+
+    # People of all colours passing one spot leave no stable alternative: nothing to uncover.
+    passing = []
+    for k in range(30):
+        f = floor.copy()
+        if k % 3 == 0:
+            draw_person(f, box, tuple(int(c) for c in rng.integers(0, 255, 3)))
+        passing.append(noisy(f, rng))
+    median = temporal_median(passing)
+    unchanged, regions = uncover_standing(passing, median, threshold=10.0)
+    assert regions == 0 and np.array_equal(unchanged, median)

@@ -297,6 +297,7 @@ class PostprocessConfig:
     max_gap: int = 25  # gaps up to this many frames inside a track are interpolated
     link_gap: int = 100  # fragments this close in time (frames) may be relinked into one track
     link_overlap: int = 10  # ... or overlapping by up to this many frames (a new track started while the old coasted)
+    trim_overlap: int = 12  # a track's last frames overlapping its successor's first ones (same person) are cut
     link_distance: float = 0.6  # max foot-point jump (box heights) for a relink after a short gap
     link_speed: float = (
         0.04  # extra jump allowed per frame of gap (box heights; ~1.3 m/s at 25 fps)
@@ -307,7 +308,7 @@ class PostprocessConfig:
     complete_feet: bool = True  # extend boxes whose feet are hidden (needs a size prior)
 
     def __post_init__(self) -> None:
-        for name in ("min_frames", "max_gap", "link_gap", "link_overlap", "smooth"):
+        for name in ("min_frames", "max_gap", "link_gap", "link_overlap", "trim_overlap", "smooth"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"postprocess {name} must be an integer >= 0, got {value!r}")
@@ -467,6 +468,44 @@ def link_fragments(
             root = parent[root]
         out[child] = root
     return out
+
+
+def trim_handovers(df: pd.DataFrame, max_overlap: int, max_distance: float = 1.0) -> pd.DataFrame:
+    """Cut the last frames of a track where its successor on the same person already started.
+
+    A tracker often opens a new track on someone while the old one still
+    holds on for a few frames (a size jump, a partial occlusion). Two tracks
+    of one camera that overlap in time can never be one identity downstream,
+    so the old track's overlapping tail (at most ``max_overlap`` frames) is
+    dropped when, at the new track's first frame, their feet are within
+    ``max_distance`` box heights. Long overlaps are two people.
+    """
+    if df.empty or max_overlap <= 0:
+        return df
+    s = _track_summary(df)
+    ids = s.index.to_numpy()
+    start, end = s["start"].to_numpy(), s["end"].to_numpy()
+    over = end[:, None] - start[None, :] + 1  # [a, b]: frames b overlaps a's end
+    cand = (over >= 1) & (over <= max_overlap) & (start[None, :] > start[:, None]) & (end[None, :] > end[:, None])
+    if not cand.any():
+        return df
+    cut: dict[int, int] = {}
+    first_rows = df.loc[df["frame_idx"] == df.groupby("track_id")["frame_idx"].transform("min")].set_index("track_id")
+    for a, b in np.argwhere(cand):
+        ta, tb = int(ids[a]), int(ids[b])
+        at = df[(df["track_id"] == ta) & (df["frame_idx"] == start[b])]
+        if at.empty:
+            continue
+        ra, rb = at.iloc[0], first_rows.loc[tb]
+        height = max(float(ra["y2"] - ra["y1"]), float(rb["y2"] - rb["y1"]), 1.0)
+        dx = (ra["x1"] + ra["x2"] - rb["x1"] - rb["x2"]) / 2
+        dy = ra["y2"] - rb["y2"]
+        if np.hypot(dx, dy) <= max_distance * height:
+            cut[ta] = min(cut.get(ta, int(start[b])), int(start[b]))
+    if not cut:
+        return df
+    limit = df["track_id"].map(cut)
+    return df[~(limit.notna() & (df["frame_idx"] >= limit))]
 
 
 def _interpolate(df: pd.DataFrame, max_gap: int) -> pd.DataFrame:
@@ -696,6 +735,7 @@ def postprocess_tracks(
         samples = samples.relabel(
             np.array([remap.get(int(t), int(t)) for t in samples.track_id], np.int64)
         )
+    out = trim_handovers(out, cfg.trim_overlap)
     counts = out.groupby("track_id")["frame_idx"].transform("size")
     out = out[counts >= cfg.min_frames]
     if size is not None and cfg.complete_feet:

@@ -146,9 +146,7 @@ def test_identity_swaps_are_cut_where_appearance_changes():
     df = table(walk(1, range(0, 80)))
     a, b = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
     frames = np.arange(0, 80, 5)
-    samples = Appearance(
-        frames, np.ones_like(frames), np.stack([a if f < 40 else b for f in frames])
-    )
+    samples = Appearance(frames, np.ones_like(frames), np.stack([a if f < 40 else b for f in frames]))
     out, relabelled = split_at_appearance_changes(df, samples, min_similarity=0.6)
     assert out["track_id"].nunique() == 2
     assert set(out.loc[out.frame_idx < 38, "track_id"]) == {1}
@@ -164,9 +162,7 @@ def test_hidden_feet_are_completed_from_the_tracks_own_height():
             return np.full(np.shape(u), 100.0), np.full(np.shape(u), 40.0)
 
     rows = walk(1, range(0, 40))
-    rows += [
-        (f, 1, 100 + 2.0 * f, 100.0, 140 + 2.0 * f, 150.0) for f in range(40, 50)
-    ]  # legs hidden
+    rows += [(f, 1, 100 + 2.0 * f, 100.0, 140 + 2.0 * f, 150.0) for f in range(40, 50)]  # legs hidden
     out, _ = postprocess_tracks(table(rows), PostprocessConfig(max_gap=0), size=Flat())
     hidden = out[out.frame_idx >= 40]
     np.testing.assert_allclose(hidden["y2"], 200.0, atol=3)
@@ -196,3 +192,21 @@ def test_a_track_restarted_while_the_old_one_coasted_is_relinked_but_neighbours_
     nested = table(walk(1, range(10, 30)) + walk(2, range(0, 60)))
     assert link_fragments(nested, cfg) == {}
     assert link_fragments(df, PostprocessConfig(link_gap=20, link_overlap=0)) == {}
+
+
+def test_a_stale_tail_overlapping_its_successor_is_trimmed():
+    # Track 2 took over the person at frame 25; track 1 lingered, drifting, until 31.
+    stale = [
+        (f, 1, 100 + 2.0 * f + 3 * max(0, f - 24), 100.0, 140 + 2.0 * f + 3 * max(0, f - 24), 200.0) for f in range(32)
+    ]
+    df = table(stale + walk(2, range(25, 60)))
+    from spoton.track import trim_handovers
+
+    out = trim_handovers(df, max_overlap=12)
+    assert out.loc[out.track_id == 1, "frame_idx"].max() == 24
+    assert out.loc[out.track_id == 2, "frame_idx"].tolist() == list(range(25, 60))
+    # Someone else far away, or a long overlap (two people side by side), is left alone.
+    far = table(walk(1, range(0, 32)) + walk(2, range(25, 60), x0=400.0))
+    assert trim_handovers(far, max_overlap=12).equals(far)
+    long = table(walk(1, range(0, 60)) + walk(2, range(10, 80), x0=110.0))
+    assert trim_handovers(long, max_overlap=12).equals(long)

@@ -294,7 +294,7 @@ class PostprocessConfig:
     """Retrospective clean-up knobs (tracker options ``min_frames``, ``max_gap``, ``link_gap``...)."""
 
     min_frames: int = 8  # tracks with fewer observed frames are dropped (noise, reflections)
-    max_gap: int = 25  # gaps up to this many frames inside a track are interpolated
+    max_gap: int = 50  # gaps up to this many frames inside a track are interpolated (2 s at 25 fps)
     link_gap: int = 100  # fragments this close in time (frames) may be relinked into one track
     link_overlap: int = 10  # ... or overlapping by up to this many frames (a new track started while the old coasted)
     trim_overlap: int = 12  # a track's last frames overlapping its successor's first ones (same person) are cut

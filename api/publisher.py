@@ -74,8 +74,9 @@ def _chunk_tracks(store: RunStore, chunk: str, cameras: Sequence[str]) -> pd.Dat
     tracks = pd.concat(per_camera, ignore_index=True)
     if ids is None or ids.empty:
         return tracks.assign(global_id=pd.array([None] * len(tracks), dtype="Int64"))
+    # Association gives no id to tracks it found to be no person: they are not results.
     return tracks.merge(
-        ids.loc[:, ["camera_id", "track_id", "global_id"]], on=["camera_id", "track_id"], how="left"
+        ids.loc[:, ["camera_id", "track_id", "global_id"]], on=["camera_id", "track_id"], how="inner"
     )
 
 

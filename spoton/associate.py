@@ -95,6 +95,13 @@ class AssociationConfig(BaseModel):
     link_max_cost: float = Field(default=1.0, gt=0, description="temporal links and gallery matches below this")
     gallery_momentum: float = Field(default=0.8, ge=0, lt=1, description="EMA weight of the old embedding")
 
+    # Unconfirmed fragments: no identity.
+    min_identity_s: float = Field(
+        default=4.0,
+        ge=0,
+        description="a new single-camera cluster seen for less than this where other cameras look too is noise",
+    )
+
     # Chunk borders (pass 3): a camera's track cut by the sub-video boundary continues its own box.
     handoff_gap_s: float = Field(
         default=0.5,
@@ -1082,12 +1089,55 @@ def _update_gallery(
     )
 
 
+def _unconfirmed(
+    tab: _Table, members: list[np.ndarray], matched: Mapping[int, int], env: Environment, config: AssociationConfig
+) -> set[int]:
+    """Clusters that are no person: brief, seen by one camera only, where other cameras look too.
+
+    A person standing where two or more cameras look is seen by more than one
+    of them (that is what overlapping views are for); a short track that no
+    other camera confirms is a split box, a shadow or a reflection. It gets
+    no identity (its rows stay in the camera's raw tracks). Clusters that
+    continue a known identity, long ones, and those where only one camera
+    looks are kept.
+    """
+    if config.min_identity_s <= 0:
+        return set()
+    geos = [g for g in env.calibration.values() if g.image_size is not None]
+    if len(geos) < 2:
+        return set()
+    min_frames = config.min_identity_s * env.fps
+    out: set[int] = set()
+    for c, m in enumerate(members):
+        if c in matched or np.unique(tab.camera[m]).shape[0] > 1 or tab.length[m].sum() >= min_frames:
+            continue
+        rows = np.concatenate([np.arange(tab.obs_start[i], tab.obs_start[i] + tab.length[i]) for i in m])
+        xy = tab.obs_xy[rows]
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if xy.shape[0] == 0:
+            continue
+        where = np.median(xy, axis=0)
+        if sum(bool(g.sees(where)[0]) for g in geos) >= 2:
+            out.add(c)
+    return out
+
+
+def _subset_states(st: _States, keep: np.ndarray) -> _States:
+    return _States(**{f: getattr(st, f)[keep] for f in st.__dataclass_fields__})
+
+
 def _with_tails(
-    gallery: IdentityGallery, tab: _Table, tracklet_gid: np.ndarray, last_boxes: np.ndarray
+    gallery: IdentityGallery,
+    tab: _Table,
+    tracklet_gid: np.ndarray,
+    last_boxes: np.ndarray,
+    kept: np.ndarray | None = None,
 ) -> IdentityGallery:
     """The gallery with this chunk's last box per (identity, camera) as handoff boxes."""
     best: dict[tuple[int, int], int] = {}
     for i in range(tab.n):
+        if kept is not None and not kept[i]:
+            continue
         key = (int(tracklet_gid[i]), int(tab.camera[i]))
         if key not in best or tab.last[i] > tab.last[best[key]]:
             best[key] = i
@@ -1122,9 +1172,7 @@ def associate(
     tab = _build_table(tracklets, env, config)
     stats: dict = {"tracklets": tab.n, "observations": int(tab.obs_frame.shape[0])}
     if tab.n == 0:
-        stats.update(
-            clusters=0, covisible_clusters=0, pairs_scored=0, gallery_matches=0, handoffs=0, new_identities=0
-        )
+        stats.update(clusters=0, covisible_clusters=0, pairs_scored=0, gallery_matches=0, handoffs=0, new_identities=0)
         stats["seconds"] = time.perf_counter() - t0
         return AssociationResult({}, gallery, stats)
     boxes: dict[str, list[np.ndarray]] = {c: [] for c in tab.cameras}
@@ -1143,9 +1191,10 @@ def associate(
     st = _states(tab, labels, k, env.fps, config)
     matched = _match_gallery(st, gallery, env.fps, config, handoff)
     members = _groups(labels, k)
+    noise = _unconfirmed(tab, members, matched, env, config)
     first_key = [tab.keys[int(m[0])] for m in members]
     new = sorted(
-        (c for c in range(k) if c not in matched),
+        (c for c in range(k) if c not in matched and c not in noise),
         key=lambda c: (int(st.span_first[c]), first_key[c]),
     )
     gids = np.zeros(k, np.int64)
@@ -1159,8 +1208,12 @@ def associate(
         for c, m in enumerate(members)
     ]
     last_boxes = np.stack([t.xyxy[-1] for t in ordered]).astype(np.float32)
-    new_gallery = _update_gallery(gallery, gids, st, last_cams, config)
-    new_gallery = _with_tails(new_gallery, tab, gids[labels], last_boxes)
+    keep = np.array([c not in noise for c in range(k)])
+    new_gallery = _update_gallery(
+        gallery, gids[keep], _subset_states(st, keep), [last_cams[c] for c in range(k) if keep[c]], config
+    )
+    kept_tracklets = keep[labels]
+    new_gallery = _with_tails(new_gallery, tab, gids[labels], last_boxes, kept_tracklets)
     stats.update(s1)
     stats.update(s2)
     stats.update(
@@ -1169,9 +1222,10 @@ def associate(
         gallery_matches=len(matched),
         handoffs=sum(1 for c, g in matched.items() if handoff.get(c, {}).get(g, 0.0) > 0),
         new_identities=len(new),
+        noise_tracklets=int((~kept_tracklets).sum()),
         seconds=time.perf_counter() - t0,
     )
-    global_ids = {tab.keys[i]: int(gids[labels[i]]) for i in range(tab.n)}
+    global_ids = {tab.keys[i]: int(gids[labels[i]]) for i in range(tab.n) if kept_tracklets[i]}
     return AssociationResult(global_ids, new_gallery, stats)
 
 

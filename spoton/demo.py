@@ -42,6 +42,9 @@ def render_outputs(run_dir: Path, scene_dir: Path, out: Path, environment_id: st
         for url in location.chunks[camera_id]:
             chunk = Path(url).stem
             tracks = pd.read_parquet(run_dir / camera_id / chunk / "tracks.parquet")
+            # Only tracks association found to be people (others have no global id).
+            known = [(camera_id, int(t)) in global_ids for t in tracks["track_id"]]
+            tracks = tracks[known]
             target = out / "videos" / f"{camera_id}_{chunk}.mp4"
             n = write_annotated_video(
                 Path(url), tracks, target, global_ids=global_ids, camera_id=camera_id, frame_offset=offset

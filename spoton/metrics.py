@@ -297,11 +297,17 @@ def load_run(run: RunStore | str | os.PathLike) -> RunResults:
     return RunResults(tracks, identities, fused)
 
 
-def _with_ids(df: pd.DataFrame) -> pd.DataFrame:
-    """Tracks with their global id; every track must have one (association ran)."""
-    if "global_id" in df.columns and df["global_id"].notna().all():
-        return df.astype({"global_id": np.int64})
-    raise ValueError("run has tracks without a global id: run the association step first")
+def _with_ids(df: pd.DataFrame, associated: bool) -> pd.DataFrame:
+    """Tracks with their global id.
+
+    Once association ran, a track without an id is one it found to be no
+    person (an unconfirmed fragment, see ``spoton.associate``): not a result.
+    """
+    if not associated:
+        raise ValueError("run has no identities: run the association step first")
+    if "global_id" not in df.columns:
+        return df.iloc[0:0].assign(global_id=pd.Series(dtype=np.int64))
+    return df[df["global_id"].notna()].astype({"global_id": np.int64})
 
 
 def evaluate_run(run: RunStore | str | os.PathLike, gt_dir: str | os.PathLike) -> dict:
@@ -318,7 +324,8 @@ def evaluate_run(run: RunStore | str | os.PathLike, gt_dir: str | os.PathLike) -
     gt = {p.parent.name: read_mot(p) for p in sorted(gt_root.glob("*/gt.txt"))}
     if not gt:
         raise FileNotFoundError(f"no <camera>/gt.txt under {gt_root}")
-    pred = {cam: _with_ids(df) for cam, df in results.tracks.items()}
+    associated = not results.identities.empty
+    pred = {cam: _with_ids(df, associated) for cam, df in results.tracks.items()}
     empty = pd.DataFrame({c: [] for c in ["frame_idx", "global_id", *_BOX]})
     per_camera = {cam: evaluate_camera(pred.get(cam, empty), gt[cam], "global_id") for cam in sorted(gt)}
     true_ids = set().union(*(set(g.loc[g["conf"] != 0, "id"].tolist()) for g in gt.values()))
@@ -346,7 +353,7 @@ def export_mot(run: RunStore | str | os.PathLike, out_dir: str | os.PathLike) ->
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for cam, df in results.tracks.items():
-        df = _with_ids(df)
+        df = _with_ids(df, not results.identities.empty)
         mot = pd.DataFrame(
             {
                 "frame": df["frame_idx"] + 1,
@@ -383,7 +390,7 @@ def export_aicity(run: RunStore | str | os.PathLike, out_path: str | os.PathLike
     fused = results.map[["frame_idx", "global_id", "map_x", "map_y"]].rename(columns={"map_x": "fx", "map_y": "fy"})
     parts = []
     for cam, df in results.tracks.items():
-        df = _with_ids(df).merge(fused, on=["frame_idx", "global_id"], how="left")
+        df = _with_ids(df, not results.identities.empty).merge(fused, on=["frame_idx", "global_id"], how="left")
         xw = df["fx"].fillna(df["map_x"]).fillna(-1)
         yw = df["fy"].fillna(df["map_y"]).fillna(-1)
         parts.append(
@@ -415,7 +422,8 @@ def export_identities_json(run: RunStore | str | os.PathLike, out_path: str | os
     results = load_run(run)
     spans = []
     for cam, df in results.tracks.items():
-        g = _with_ids(df).groupby(["global_id", "track_id"])["frame_idx"].agg(["min", "max"]).reset_index()
+        people = _with_ids(df, not results.identities.empty)
+        g = people.groupby(["global_id", "track_id"])["frame_idx"].agg(["min", "max"]).reset_index()
         spans.append(g.assign(camera_id=cam))
     span = (
         pd.concat(spans, ignore_index=True)

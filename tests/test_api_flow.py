@@ -119,7 +119,13 @@ def test_task_runs_end_to_end(stack, scene: Path, api_engine: sqlalchemy.Engine,
     # every streamed frame is the stored one, and the store holds what the pipeline wrote
     assert [m["payload"] for m in feed.messages if m["type"] == "tracking_update"] == rest["items"]
     run_dir = Path(api_settings.runs_url) / started["task_id"]
-    written = sum(len(pd.read_parquet(p)) for p in run_dir.glob("*/*/tracks.parquet"))
+    # every track association found to be a person (tracks without a global id are not results)
+    ids = pd.read_parquet(run_dir / "identities.parquet")
+    people = set(zip(ids["camera_id"], ids["track_id"], strict=True))
+    written = sum(
+        sum((p.parent.parent.name, int(t)) in people for t in pd.read_parquet(p)["track_id"])
+        for p in run_dir.glob("*/*/tracks.parquet")
+    )
     with api_engine.connect() as conn:
         stored = conn.execute(sqlalchemy.text("SELECT count(*) FROM track WHERE run_id = :r"),
                               {"r": started["task_id"]}).scalar_one()

@@ -216,7 +216,7 @@ def test_people_far_apart_at_the_same_time_stay_apart() -> None:
     a = _observe(CORNERS[0], 1, f, _walk((6.0, 6.0), (0.3, 0.0), f))[0]
     near = _observe(CORNERS[1], 2, f, _walk((8.0, 6.0), (0.3, 0.0), f))[0]
     far = _observe(CORNERS[2], 3, f, _walk((12.5, 6.0), (0.3, 0.0), f))[0]
-    res = associate([a, near, far], _env(CORNERS))
+    res = associate([a, near, far], _env(CORNERS), AssociationConfig(min_identity_s=0))
     assert len({res.global_ids[t.key] for t in (a, near, far)}) == 3
     # 2 m apart is close enough to be scored and found impossible; 4.5 m is never scored.
     assert res.stats["cannot_link"] == 1
@@ -228,7 +228,7 @@ def test_same_camera_tracklets_overlapping_in_time_stay_apart() -> None:
     (a,) = _observe(CORNERS[0], 1, f, xy)
     dup = Tracklet("c1", 99, a.frame_idx[5:], a.xyxy[5:] + 1.0, a.map_xy[5:], a.confidence[5:])
     (b,) = _observe(CORNERS[1], 2, f, xy)
-    res = associate([a, dup, b], _env(CORNERS))
+    res = associate([a, dup, b], _env(CORNERS), AssociationConfig(min_identity_s=0))
     assert res.global_ids[a.key] != res.global_ids[dup.key]
     assert res.global_ids[b.key] in (res.global_ids[a.key], res.global_ids[dup.key])
 
@@ -266,8 +266,23 @@ def test_long_gap_reentry_needs_appearance() -> None:
 def test_tiny_tracklets_still_get_an_id() -> None:
     f = np.arange(2)
     (t,) = _observe(CORNERS[0], 1, f, _walk((8.0, 8.0), (0.0, 0.0), f))
-    res = associate([t], _env(CORNERS))
+    res = associate([t], _env(CORNERS), AssociationConfig(min_identity_s=0))
     assert res.global_ids == {t.key: 1}
+
+
+def test_a_brief_track_no_other_camera_confirms_is_no_person() -> None:
+    f = np.arange(20)  # 2 s at 10 fps
+    person = _walk((8.0, 8.0), (0.4, 0.0), np.arange(60))
+    seen = [t for cam in CORNERS for t in _observe(cam, 1, np.arange(60), person)]
+    (ghost,) = _observe(CORNERS[0], 9, f, _walk((14.0, 4.0), (0.0, 0.0), f))  # where all four cameras look
+    res = associate([*seen, ghost], _env(CORNERS))
+    assert ghost.key not in res.global_ids and res.stats["noise_tracklets"] == 1
+    assert {res.global_ids[t.key] for t in seen} == {1} and res.gallery.next_id == 2
+    # Where no other camera looks, a brief track is all the evidence there is: it stays.
+    alone = associate([ghost], _env(CORNERS[:1]))
+    assert alone.global_ids == {ghost.key: 1}
+    # Long enough, it is someone (a camera may see a person the others' views miss).
+    assert ghost.key in associate([*seen, ghost], _env(CORNERS), AssociationConfig(min_identity_s=1.0)).global_ids
 
 
 def test_bad_inputs_are_rejected() -> None:
@@ -307,7 +322,9 @@ def _tracklet_sets(draw) -> list[Tracklet]:
 def test_no_identity_holds_overlapping_tracklets_of_one_camera(tracklets: list[Tracklet]) -> None:
     env = _env(CORNERS[:3])
     # A generous config makes merging tempting, so the constraints do the work.
-    config = AssociationConfig(gate_z=50.0, max_match_distance_m=25.0, link_tolerance_m=20.0, max_speed_mps=100.0)
+    config = AssociationConfig(
+        gate_z=50.0, max_match_distance_m=25.0, link_tolerance_m=20.0, max_speed_mps=100.0, min_identity_s=0
+    )
     res = associate(tracklets, env, config)
     assert set(res.global_ids) == {t.key for t in tracklets}
     assert min(res.global_ids.values()) >= 1

@@ -176,9 +176,20 @@ def test_exports(tmp_path) -> None:
 
 def test_run_without_association_is_reported(tmp_path) -> None:
     store = _write_run(tmp_path)
-    store.write_parquet(
-        "identities.parquet",
-        pd.DataFrame({"camera_id": ["c01"], "track_id": [5], "global_id": [1]}),
-    )
+    empty = pd.DataFrame({"camera_id": pd.Series(dtype=str), "track_id": pd.Series(dtype=np.int64)})
+    for rel in ("identities.parquet", "sub_video_01/identities.parquet"):
+        store.write_parquet(rel, empty.assign(global_id=pd.Series(dtype=np.int64)))
     with pytest.raises(ValueError, match="association"):
         metrics.export_mot(store, tmp_path / "mot")
+
+
+def test_tracks_association_found_no_person_are_not_results(tmp_path) -> None:
+    store = _write_run(tmp_path)
+    ids = pd.DataFrame({"camera_id": ["c01"], "track_id": [5], "global_id": [1]})  # c02's track: noise
+    for rel in ("identities.parquet", "sub_video_01/identities.parquet"):
+        store.write_parquet(rel, ids)
+    res = metrics.evaluate_run(store, tmp_path / "scene")
+    assert res["per_camera"]["c01"]["mota"] == pytest.approx(1.0)
+    assert res["per_camera"]["c02"]["mota"] == pytest.approx(0.0)  # nothing reported there
+    (path,) = [p for p in metrics.export_mot(store, tmp_path / "mot") if "c02" in p.name]
+    assert path.read_text() == ""

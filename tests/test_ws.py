@@ -179,6 +179,9 @@ def test_slow_client_is_closed_without_stalling_others(live_api, api_settings, n
                            compression=None) as ws:
             got.messages.append(json.loads(await ws.recv()))
             await until.wait()  # reads nothing more while the task streams to the others
+            # ... and for a while after: the server's blocked send must outlast its timeout
+            # however much the kernel buffered before it blocked.
+            await asyncio.sleep(3 * limits.send_timeout_s)
             try:
                 async for raw in ws:
                     got.messages.append(json.loads(raw))

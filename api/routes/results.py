@@ -27,6 +27,8 @@ def frames(
 ) -> FramesPage:
     if end is not None and end < start:
         raise unprocessable(("query", "end"), f"must not be before start ({start})", end)
+    if cursor is not None and int(cursor) > 2**31 - 1:
+        raise unprocessable(("query", "cursor"), "is not a cursor this API returned (frame index too large)", cursor)
     first = max(start, int(cursor)) if cursor is not None else start
     items, following = crud.frame_payloads(
         session, run_id=task.task_id, scene_id=task.environment_id, start=first, end=end,

@@ -1,8 +1,10 @@
 """The task runner a flow uses, chosen by ``Settings.task_runner``.
 
-- ``threads`` (default): a thread pool of ``Settings.max_workers``; the engine
-  releases the GIL in OpenCV, PyAV and torch, and the ``gpu`` concurrency limit
-  keeps per-camera tracking from oversubscribing an accelerator.
+- ``threads`` (default): a thread pool of ``Settings.max_workers``; the heavy
+  per-camera work runs in a pool of spawned engine processes
+  (``tasks.engine_pool``, one per core), so threads only orchestrate, and the
+  ``gpu`` concurrency limit keeps per-camera tracking from oversubscribing an
+  accelerator.
 - ``dask``: a temporary ``distributed.LocalCluster`` of ``max_workers``
   single-threaded processes, for CPU-bound tracking that threads cannot spread.
 - ``dask://host:port``: an existing Dask scheduler (a cluster of GPU nodes).

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     gpu_slots: int = Field(1, description="size of the 'gpu' global concurrency limit")
     task_runner: str = Field("threads", description="threads | dask | dask://host:port")
     max_workers: int = Field(4, description="thread-pool size for per-camera tasks")
+    engine_workers: int = Field(
+        0, ge=0, description="processes running per-camera tracking (0: one per core; 1: in the task's thread)"
+    )
 
 
 @functools.cache

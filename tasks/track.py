@@ -1,5 +1,6 @@
 """track_camera: one camera's sub-video through the engine, holding a ``gpu`` slot."""
 
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from spoton.config import Environment, RunConfig, get_settings
 from spoton.pipeline import process_camera_chunk
 from spoton.sources import fetch
 from spoton.store import embeddings_path, tracks_path
+from tasks.engine_pool import engine_pool
 from tasks.policy import GPU_LIMIT, RETRY, TRACKING_KEY, current_key
 from tasks.refs import Artefacts, CameraTracks, RunRef, VideoRef
 
@@ -76,18 +78,22 @@ def track_camera(
     # and the thread pool alone bounds them; a lease-renewal hiccup must not kill hours
     # of tracking, hence no raise on renewal failure.
     with concurrency(GPU_LIMIT, occupy=1, strict=False, raise_on_lease_renewal_failure=False):
-        result = process_camera_chunk(
-            environment,
-            video.camera_id,
-            path,
-            chunk=video.chunk,
-            chunk_index=video.chunk_index,
-            frame_offset=video.frame_offset,
-            config=config,
-            store=run.store(),
-            progress=progress,
-            context=context_paths,
-        )
+        kwargs = {
+            "env": environment,
+            "camera_id": video.camera_id,
+            "video_path": path,
+            "chunk": video.chunk,
+            "chunk_index": video.chunk_index,
+            "frame_offset": video.frame_offset,
+            "config": config,
+            "store": run.store(),
+            "context": context_paths,
+        }
+        workers = get_settings().engine_workers or (os.cpu_count() or 1)
+        if workers > 1:
+            result = engine_pool(workers).run(kwargs, progress)
+        else:
+            result = process_camera_chunk(**kwargs, progress=progress)
     files = {
         "tracks": tracks_path(video.camera_id, video.chunk),
         "embeddings": embeddings_path(video.camera_id, video.chunk),

@@ -22,9 +22,7 @@ from spoton.synth import SceneSpec, generate_scene
 
 def environment(info, scene: Path) -> Environment:
     plane, calib = load_calibration(info.calibration, info.cameras)
-    return Environment(
-        info.env, info.cameras, plane, calib, str(scene), f"video_{info.env}", fps=info.fps
-    )
+    return Environment(info.env, info.cameras, plane, calib, str(scene), f"video_{info.env}", fps=info.fps)
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +54,7 @@ def test_chunk_artefacts_have_the_contract_schema(tiny_scene, tmp_path):
     info, env = tiny_scene
     store = RunStore(str(tmp_path / "runs"), "run-1")
     progress = []
-    res = run_chunk(
-        env, info, store, j=1, progress=lambda done, total: progress.append((done, total))
-    )
+    res = run_chunk(env, info, store, j=1, progress=lambda done, total: progress.append((done, total)))
     n0, n1 = info.frames_per_sub_video
     assert (res.camera_id, res.chunk, res.chunk_index, res.frame_offset) == (
         "c01",
@@ -203,3 +199,40 @@ def test_default_config_tracks_a_fresh_scene(tmp_path):
     idf1, mota = np.mean(scores, axis=0)
     assert idf1 >= 0.85 and mota >= 0.78, scores
     shutil.rmtree(out)
+
+
+def test_engine_pool_runs_chunks_in_worker_processes(tiny_scene, tmp_path, monkeypatch):
+    """track_camera's process pool: same bytes as in-process, progress reported, errors raised here."""
+    from tasks.engine_pool import EnginePool
+
+    info, env = tiny_scene
+    local, pooled = RunStore(str(tmp_path / "a"), "r"), RunStore(str(tmp_path / "b"), "r")
+    run_chunk(env, info, local)
+    path = info.videos["c01"][0]
+    kwargs = {
+        "env": env,
+        "camera_id": "c01",
+        "video_path": path,
+        "chunk": path.stem,
+        "chunk_index": 0,
+        "frame_offset": 0,
+        "config": RunConfig(),
+        "store": pooled,
+    }
+    pool = EnginePool(2)
+    seen: list[tuple[int, int]] = []
+    # A setting changed after the workers started still reaches them.
+    monkeypatch.setenv("SPOTON_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    result = pool.run(kwargs, lambda done, total: seen.append((done, total)), poll_s=0.05)
+    assert result.frames == info.frames_per_sub_video[0]
+    for rel in (tracks_path("c01", "sub_video_01"), embeddings_path("c01", "sub_video_01")):
+        assert local.read_bytes(rel) == pooled.read_bytes(rel)
+    assert seen and seen[-1][1] >= result.frames and all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
+    assert (tmp_path / "fresh-cache" / "bg-samples").is_dir()
+
+    data = info.videos["c02"][0].read_bytes()
+    broken = tmp_path / "sub_video_01.mp4"
+    broken.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(CorruptVideoError) as err:
+        pool.run({**kwargs, "camera_id": "c02", "video_path": broken}, None, poll_s=0.05)
+    assert err.value.frames_read > 0

@@ -15,6 +15,8 @@ One chunk is solved in three passes, each a pure function of its inputs:
    previous chunks by continuity on the floor at the border, appearance, and
    box handoff: a camera's track that starts where an identity's box in that
    camera ended just before the border (the border cut it) votes for it.
+   A new cluster seen briefly by one camera where other cameras look too is
+   no person (a split box, a shadow) and gets no identity.
 
 Hard constraints, enforced at every merge: two tracklets of one camera that
 overlap in time are never one identity, and one identity is never in two places
@@ -1160,7 +1162,9 @@ def associate(
 ) -> AssociationResult:
     """Global ids for one chunk's tracklets, continuing the identities of ``gallery``.
 
-    Every tracklet gets an id (short ones too, possibly their own). New identities
+    Every tracklet gets an id (short ones too, possibly their own), except those
+    of clusters found to be no person (``_unconfirmed``: brief, one camera, where
+    others look too), which are left out of ``global_ids``. New identities
     are numbered from ``gallery.next_id`` in order of first appearance, then
     camera id and track id, so the same inputs always give the same ids.
     """

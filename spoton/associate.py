@@ -38,7 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from spoton.config import Environment
-from spoton.geometry import CameraGeometry, foot_points, overlap_matrix
+from spoton.geometry import CameraGeometry, box_iou, foot_points, overlap_matrix
 from spoton.types import Tracklet, l2_normalise
 
 
@@ -927,17 +927,6 @@ def _pass2(
     return labels2[labels1], {"temporal_candidates": int(p.shape[0]), "temporal_links": links}
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(n, m) IoU of xyxy boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def _handoff_votes(
     first_boxes: np.ndarray, tab: _Table, gallery: IdentityGallery, fps: float, config: AssociationConfig
 ) -> np.ndarray:
@@ -959,7 +948,7 @@ def _handoff_votes(
         if ti.size == 0 or ei.size == 0:
             continue
         gap = tab.first[ti][:, None] - gallery.tail_frame[ei][None, :]
-        iou = _box_iou(first_boxes[ti], gallery.tail_xyxy[ei])
+        iou = box_iou(first_boxes[ti], gallery.tail_xyxy[ei])
         ok = (gap > 0) & (gap <= max_gap) & (iou >= config.handoff_min_iou)
         if not ok.any():
             continue
@@ -1113,8 +1102,7 @@ def _unconfirmed(
     for c, m in enumerate(members):
         if c in matched or np.unique(tab.camera[m]).shape[0] > 1 or tab.length[m].sum() >= min_frames:
             continue
-        rows = np.concatenate([np.arange(tab.obs_start[i], tab.obs_start[i] + tab.length[i]) for i in m])
-        xy = tab.obs_xy[rows]
+        xy = tab.obs_xy[_expand(tab.obs_start[m], tab.length[m])[0]]
         xy = xy[np.isfinite(xy).all(axis=1)]
         if xy.shape[0] == 0:
             continue
@@ -1133,13 +1121,11 @@ def _with_tails(
     tab: _Table,
     tracklet_gid: np.ndarray,
     last_boxes: np.ndarray,
-    kept: np.ndarray | None = None,
+    kept: np.ndarray,
 ) -> IdentityGallery:
-    """The gallery with this chunk's last box per (identity, camera) as handoff boxes."""
+    """The gallery with this chunk's last box per (identity, camera) of its ``kept`` tracklets, as handoff boxes."""
     best: dict[tuple[int, int], int] = {}
-    for i in range(tab.n):
-        if kept is not None and not kept[i]:
-            continue
+    for i in np.flatnonzero(kept).tolist():
         key = (int(tracklet_gid[i]), int(tab.camera[i]))
         if key not in best or tab.last[i] > tab.last[best[key]]:
             best[key] = i

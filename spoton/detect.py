@@ -19,6 +19,7 @@ camera's neighbouring sub-videos, which bgsub samples for its background).
   oracle runs with ground truth as detections).
 """
 
+import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -121,6 +122,12 @@ def temporal_median(frames: Sequence[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(np.partition(stack, k, axis=0)[k])
 
 
+def channel_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pixel, the largest absolute difference over the three colour channels (uint8)."""
+    d0, d1, d2 = cv2.split(cv2.absdiff(a, b))
+    return cv2.max(cv2.max(d0, d1), d2)
+
+
 def uncover_standing(
     stack: Sequence[np.ndarray],
     background: np.ndarray,
@@ -145,8 +152,7 @@ def uncover_standing(
     bg = np.ascontiguousarray(background)
     dev = np.empty((n, *bg.shape[:2]), bool)
     for i, frame in enumerate(stack):
-        d0, d1, d2 = cv2.split(cv2.absdiff(frame, bg))
-        dev[i] = cv2.max(cv2.max(d0, d1), d2) > threshold
+        dev[i] = channel_distance(frame, bg) > threshold
     share = dev.mean(axis=0)
     ys, xs = np.nonzero(share >= min_share)
     if ys.size < min_area:
@@ -481,8 +487,6 @@ class BgSubDetector:
         path = Path(video_path)
         st = path.stat()
         tag = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.bg_samples}"
-        import hashlib
-
         cache = Path(self.sample_cache) / f"{hashlib.sha256(tag.encode()).hexdigest()[:24]}.npy"
         if cache.is_file():
             try:
@@ -503,9 +507,7 @@ class BgSubDetector:
         """Two backgrounds of one camera agree when they differ on few pixels (people standing)."""
         if a.shape != b.shape:
             return False
-        d0, d1, d2 = cv2.split(cv2.absdiff(a, b))
-        dist = cv2.max(cv2.max(d0, d1), d2)
-        return float(np.mean(dist > 2 * self.threshold)) <= self.context_max_change
+        return float(np.mean(channel_distance(a, b) > 2 * self.threshold)) <= self.context_max_change
 
     def fit(self, frames: Iterable[np.ndarray], context: Iterable[np.ndarray] = ()) -> "BgSubDetector":
         """Background, noise level and (without K/R/t) the person size law from sample frames.
@@ -585,10 +587,7 @@ class BgSubDetector:
             raise ValueError(
                 f"frame size {small.shape[:2]} (work) differs from the background's {bg.shape[:2]}"
             )
-        diff = cv2.absdiff(small, bg)
-        d0, d1, d2 = cv2.split(diff)
-        dist = cv2.max(cv2.max(d0, d1), d2)
-        raw = (dist > self.effective_threshold).view(np.uint8)
+        raw = (channel_distance(small, bg) > self.effective_threshold).view(np.uint8)
         shadowish = (
             self._shadows(small, raw) if self.shadow_chroma > 0 else np.zeros(raw.shape, bool)
         )

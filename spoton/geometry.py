@@ -114,6 +114,19 @@ def homography_from_calibration(K: np.ndarray, rvec_or_R: np.ndarray, tvec: np.n
     return _normalise(np.linalg.inv(ground_to_image))
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) intersection over union of xyxy boxes (0 where both are empty)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
 def foot_points(xyxy: np.ndarray) -> np.ndarray:
     """Bottom-centre of boxes: where a standing person touches the floor."""
     xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)

@@ -24,6 +24,7 @@ import pandas as pd
 import trackeval
 from scipy.optimize import linear_sum_assignment
 
+from spoton.geometry import box_iou
 from spoton.store import RunStore
 
 MOT_COLUMNS = ["frame", "id", "x", "y", "w", "h", "conf"]
@@ -80,16 +81,6 @@ def _pred_boxes(pred_df: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
     return out.astype({"frame_idx": np.int64, "id": np.int64, **dict.fromkeys(_BOX, np.float64)})
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def _sequence(gt: pd.DataFrame, pred: pd.DataFrame) -> dict:
     """trackeval's per-sequence ``data`` dict: ids relabelled 0..n-1, IoU per frame."""
     if gt.empty and pred.empty:
@@ -121,7 +112,7 @@ def _sequence(gt: pd.DataFrame, pred: pd.DataFrame) -> dict:
             raise ValueError(f"an id appears twice in frame_idx {t}")
         data["gt_ids"].append(gt_ids[gi].astype(int))
         data["tracker_ids"].append(pr_ids[pi].astype(int))
-        data["similarity_scores"].append(_iou(gt_box[gi], pr_box[pi]))
+        data["similarity_scores"].append(box_iou(gt_box[gi], pr_box[pi]))
     data.update(
         num_timesteps=n_t,
         num_gt_ids=int(gt_uid.shape[0]),

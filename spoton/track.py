@@ -490,16 +490,16 @@ def trim_handovers(df: pd.DataFrame, max_overlap: int, max_distance: float = 1.0
     if not cand.any():
         return df
     cut: dict[int, int] = {}
-    first_rows = df.loc[df["frame_idx"] == df.groupby("track_id")["frame_idx"].transform("min")].set_index("track_id")
+    sx, sy, sh = s["sx"].to_numpy(), s["sy"].to_numpy(), s["sh"].to_numpy()  # b's first box
     for a, b in np.argwhere(cand):
-        ta, tb = int(ids[a]), int(ids[b])
+        ta = int(ids[a])
         at = df[(df["track_id"] == ta) & (df["frame_idx"] == start[b])]
         if at.empty:
             continue
-        ra, rb = at.iloc[0], first_rows.loc[tb]
-        height = max(float(ra["y2"] - ra["y1"]), float(rb["y2"] - rb["y1"]), 1.0)
-        dx = (ra["x1"] + ra["x2"] - rb["x1"] - rb["x2"]) / 2
-        dy = ra["y2"] - rb["y2"]
+        ra = at.iloc[0]
+        height = max(float(ra["y2"] - ra["y1"]), float(sh[b]), 1.0)
+        dx = (ra["x1"] + ra["x2"]) / 2 - sx[b]
+        dy = ra["y2"] - sy[b]
         if np.hypot(dx, dy) <= max_distance * height:
             cut[ta] = min(cut.get(ta, int(start[b])), int(start[b]))
     if not cut:

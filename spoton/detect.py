@@ -875,7 +875,9 @@ class BgSubDetector:
         its width per side (swinging arms, a long stride) into foreground no
         other box covers. The
         bottom stays at the calibrated foot row when the foreground ends well
-        above it: the feet are hidden behind someone nearer. The bottom row
+        above it: the feet are hidden behind someone nearer, unless a shadow
+        shows on the floor below the solid part (then the feet are where it
+        ends, and the person is just shorter than the prior). The bottom row
         ignores shadow-coloured foreground (a soft shadow on the floor below
         the feet).
         """
@@ -901,7 +903,11 @@ class BgSubDetector:
         nx1, nx2 = wx1 + cols[0], wx1 + cols[-1] + 1
         ny1 = wy1 + rows[0]
         ny2 = wy1 + (solid_rows[-1] if solid_rows.size else rows[-1]) + 1
-        if ny2 < y2 - 0.12 * h_exp:
+        # A shadow on the floor below the solid part (a band about as wide as
+        # the person, not two legs in grey trousers): the feet stand there, in view.
+        below = win[solid_rows[-1] + 1 :] if solid_rows.size else win[:0]
+        feet_in_view = below.shape[0] > 0 and int(below.sum(axis=1).max()) >= 0.5 * (x2 - x1)
+        if ny2 < y2 - 0.12 * h_exp and not feet_in_view:
             ny2 = y2
         return np.array([nx1, ny1, nx2, ny2], np.float64)
 

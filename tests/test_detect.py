@@ -362,3 +362,39 @@ def test_someone_standing_most_of_the_time_is_uncovered_from_the_background(came
     median = temporal_median(passing)
     unchanged, regions = uncover_standing(passing, median, threshold=10.0)
     assert regions == 0 and np.array_equal(unchanged, median)
+
+
+def test_bgsub_box_ends_at_feet_seen_with_their_shadow_and_below_a_prop_that_hides_them(camera):
+    """Someone shorter than the prior keeps their box at their feet when their
+    shadow shows the floor they stand on; someone whose legs a prop hides gets
+    the box down to where the calibration puts their feet."""
+    rng = np.random.default_rng(3)
+    floor = textured_floor(2)
+    short = person_box(camera, 8.0, 5.0)
+    short[1] = short[3] - 0.8 * (short[3] - short[1])  # 1.36 m tall, feet where the prior says
+    hidden = person_box(camera, 12.5, 6.0)
+    bg = floor.copy()
+    prop_top = int(hidden[1] + 0.6 * (hidden[3] - hidden[1]))
+    cv2.rectangle(bg, (int(hidden[0]) - 15, prop_top), (int(hidden[2]) + 15, H - 1), (30, 110, 200), -1)
+    frames = []
+    for k in range(30):
+        f = bg.copy()
+        if k % 3 == 0:  # present in a third of the frames: the background stays clean
+            sx, sw = (short[0] + short[2]) / 2, short[2] - short[0]
+            shadow = np.zeros(f.shape[:2], np.uint8)
+            cv2.ellipse(shadow, (int(sx), int(short[3])), (int(0.8 * sw), int(0.15 * sw)), 0, 0, 360, 1, -1)
+            f[shadow > 0] = (f[shadow > 0] * 0.6).astype(np.uint8)
+            draw_person(f, short, (40, 40, 200))
+            draw_person(f, hidden, (40, 160, 40))
+            cv2.rectangle(f, (int(hidden[0]) - 15, prop_top), (int(hidden[2]) + 15, H - 1), (30, 110, 200), -1)
+        frames.append(noisy(f, rng))
+    det = BgSubDetector(camera).fit(frames)
+    d = det.detect(frames[0])
+    assert len(d) == 2, d.xyxy
+    by_x = d.xyxy[np.argsort(d.xyxy[:, 0])]
+    got_short, got_hidden = by_x[0], by_x[1]
+    h_short, h_hidden = short[3] - short[1], hidden[3] - hidden[1]
+    assert abs(got_short[3] - short[3]) < 0.08 * h_short, (got_short, short)
+    assert iou(got_short, short) > 0.7
+    # Well below what shows above the prop, near the calibrated foot row.
+    assert prop_top + 0.25 * h_hidden < got_hidden[3] < hidden[3] + 0.2 * h_hidden, (got_hidden, hidden)

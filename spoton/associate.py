@@ -6,7 +6,10 @@ One chunk is solved in three passes, each a pure function of its inputs:
    same time are compared on the ground plane: the median over common frames of
    the foot-point distance, normalised by each observation's expected projection
    error (which grows with distance to the camera). Constrained average-linkage
-   agglomerative clustering merges the cheapest pairs first.
+   agglomerative clustering merges the cheapest pairs first; then a tracklet
+   left alone takes the place of the one same-camera member that shut it out
+   of a cluster when it agrees with the rest over far more frames (a long
+   view whose last seconds were swapped onto someone else keeps its person).
 2. Temporal linking. The clusters of pass 1 (multi-view tracklets) are chained in
    time when the end of one continues into the start of another (tracker id
    switches, re-entries, hand-overs between non-overlapping cameras), and across
@@ -828,14 +831,88 @@ def _pass1(
     app = _appearance_distance(tab.embedding, tab.has_embedding, a, b)
     cost = _blend(cov.median_z[ok] / config.gate_z, app / config.appearance_gate, config.appearance_weight)
     # Pairs seen together longer weigh more in a cluster's average cost.
+    edges = (a, b, cost, cov.n_common[ok].astype(np.float64))
     labels = _agglomerate(
         tab.n,
-        (a, b, cost, cov.n_common[ok].astype(np.float64)),
+        edges,
         (cov.a[far], cov.b[far]),
         config.merge_max_cost,
         lambda ma, mb: constraints.compatible(np.asarray(ma), np.asarray(mb)),
     )
-    return _relabel(labels), {"pairs_scored": int(scored.sum()), "cannot_link": int(far.sum())}
+    labels, exchanged = _exchange(_relabel(labels), tab, edges, constraints, config.merge_max_cost)
+    return _relabel(labels), {
+        "pairs_scored": int(scored.sum()),
+        "cannot_link": int(far.sum()),
+        "exchanged": exchanged,
+    }
+
+
+def _exchange(
+    labels: np.ndarray,
+    tab: _Table,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    constraints: _Constraints,
+    max_cost: float,
+) -> tuple[np.ndarray, int]:
+    """Give a cluster the tracklet with more evidence when two of one camera compete for it.
+
+    Merging cheapest first, a short tracklet (a tracker's new id after an
+    occlusion) can join a person's cluster before the long tracklet of that
+    camera that was that person most of the time but ends on someone else
+    (an id swap in its last seconds); the long one is then shut out by the
+    rule that one camera's simultaneous tracklets are different people, and
+    that person's longest view gets another id. Here a tracklet left alone
+    takes the place of the one member that blocks it when it agrees with the
+    rest of the cluster (average cost below ``max_cost``) over more than
+    twice the common frames; the member it replaces is left alone instead.
+    """
+    a, b, cost, w = edges
+    nb: list[dict[int, tuple[float, float]]] = [{} for _ in range(tab.n)]
+    for i, j, c, ww in zip(a.tolist(), b.tolist(), cost.tolist(), w.tolist(), strict=True):
+        if np.isfinite(c):
+            nb[i][j] = nb[j][i] = (c, ww)
+    labels = labels.copy()
+    members: dict[int, set[int]] = {}
+    for i, g in enumerate(labels.tolist()):
+        members.setdefault(g, set()).add(i)
+    next_label = int(labels.max()) + 1 if labels.size else 0
+    done = 0
+    for x in sorted(range(tab.n), key=lambda i: (-int(tab.length[i]), i)):
+        if len(members[int(labels[x])]) != 1 or not nb[x]:
+            continue
+        best: tuple[float, int, int] | None = None
+        for g in sorted({int(labels[j]) for j in nb[x]}):
+            m = members[g]
+            blockers = [
+                y
+                for y in m
+                if tab.camera[y] == tab.camera[x] and tab.first[y] <= tab.last[x] and tab.first[x] <= tab.last[y]
+            ]
+            if len(blockers) != 1 or len(m) < 2:
+                continue
+            y = blockers[0]
+            rest = [j for j in m if j != y]
+            wx = sum(nb[x][j][1] for j in rest if j in nb[x])
+            wy = sum(nb[y][j][1] for j in rest if j in nb[y])
+            if wx <= 2 * wy or wx == 0:
+                continue
+            cx = sum(nb[x][j][0] * nb[x][j][1] for j in rest if j in nb[x]) / wx
+            if cx > max_cost or (best is not None and cx >= best[0]):
+                continue
+            if constraints.compatible(np.array([x]), np.array(sorted(rest))):
+                best = (cx, g, y)
+        if best is None:
+            continue
+        _, g, y = best
+        members[int(labels[x])].discard(x)
+        members[g].discard(y)
+        members[g].add(x)
+        labels[x] = g
+        labels[y] = next_label
+        members[next_label] = {y}
+        next_label += 1
+        done += 1
+    return labels, done
 
 
 def _temporal_candidates(st: _States, max_overlap: int, max_gap: int) -> tuple[np.ndarray, np.ndarray]:

@@ -469,3 +469,23 @@ def replace_tails(gallery: IdentityGallery) -> IdentityGallery:
     """The gallery without its handoff boxes (as galleries written before they existed)."""
     arrays = {k: v for k, v in gallery.to_npz().items() if not k.startswith("tail_")}
     return IdentityGallery.from_npz(arrays)
+
+
+def test_a_long_tracklet_ending_on_someone_else_keeps_its_person() -> None:
+    """c1's tracker follows P for 8 s, then hands P's track to Q (an id swap) and
+    starts a new track on P. P's long view must keep P's id, not the 2 s one."""
+    rng = np.random.default_rng(4)
+    f = np.arange(100)
+    p_xy = _walk((6.0, 6.0), (0.3, 0.0), f)
+    q_xy = _walk((6.0, 8.0), (0.3, 0.0), f)
+    (a,) = _observe(CORNERS[1], 1, f, p_xy, rng)  # c2 sees P
+    (b,) = _observe(CORNERS[1], 2, f, q_xy, rng)  # ... and Q
+    swapped = np.where((f < 80)[:, None], p_xy, q_xy)
+    (long,) = _observe(CORNERS[0], 1, f, swapped, rng)
+    (short,) = _observe(CORNERS[0], 2, f[80:], p_xy[80:], rng)
+    (q1,) = _observe(CORNERS[0], 3, f[:80], q_xy[:80], rng)
+    res = associate([a, b, long, short, q1], _env(CORNERS[:2]), AssociationConfig(min_identity_s=0))
+    ids = res.global_ids
+    assert ids[long.key] == ids[a.key] != ids[b.key]
+    assert ids[short.key] != ids[a.key]
+    assert ids[q1.key] == ids[b.key]

@@ -894,7 +894,7 @@ def _exchange(
             rest = [j for j in m if j != y]
             wx = sum(nb[x][j][1] for j in rest if j in nb[x])
             wy = sum(nb[y][j][1] for j in rest if j in nb[y])
-            if wx <= 2 * wy or wx == 0:
+            if wx <= 2 * wy:  # also when x shares no frame with the rest
                 continue
             cx = sum(nb[x][j][0] * nb[x][j][1] for j in rest if j in nb[x]) / wx
             if cx > max_cost or (best is not None and cx >= best[0]):

@@ -373,9 +373,13 @@ def test_bgsub_box_ends_at_feet_seen_with_their_shadow_and_below_a_prop_that_hid
     short = person_box(camera, 8.0, 5.0)
     short[1] = short[3] - 0.8 * (short[3] - short[1])  # 1.36 m tall, feet where the prior says
     hidden = person_box(camera, 12.5, 6.0)
-    bg = floor.copy()
     prop_top = int(hidden[1] + 0.6 * (hidden[3] - hidden[1]))
-    cv2.rectangle(bg, (int(hidden[0]) - 15, prop_top), (int(hidden[2]) + 15, H - 1), (30, 110, 200), -1)
+
+    def draw_prop(img: np.ndarray) -> None:
+        cv2.rectangle(img, (int(hidden[0]) - 15, prop_top), (int(hidden[2]) + 15, H - 1), (30, 110, 200), -1)
+
+    bg = floor.copy()
+    draw_prop(bg)
     frames = []
     for k in range(30):
         f = bg.copy()
@@ -387,10 +391,13 @@ def test_bgsub_box_ends_at_feet_seen_with_their_shadow_and_below_a_prop_that_hid
             draw_person(f, short, (40, 40, 200))
             # Grey trousers: the colour of the floor in shadow, so not "solid" foreground.
             x1, y1, x2, y2 = short
-            legs = (slice(int(y1 + 0.55 * (y2 - y1)), int(y2)), slice(int(x1 + 0.15 * (x2 - x1)), int(x2 - 0.15 * (x2 - x1))))
+            legs = (  # draw_person's legs
+                slice(int(y1 + 0.55 * (y2 - y1)), int(y2)),
+                slice(int(x1 + 0.15 * (x2 - x1)), int(x2 - 0.15 * (x2 - x1))),
+            )
             f[legs] = (bg[legs].mean(axis=(0, 1)) * 0.6).astype(np.uint8)
             draw_person(f, hidden, (40, 160, 40))
-            cv2.rectangle(f, (int(hidden[0]) - 15, prop_top), (int(hidden[2]) + 15, H - 1), (30, 110, 200), -1)
+            draw_prop(f)
         frames.append(noisy(f, rng))
     det = BgSubDetector(camera).fit(frames)
     d = det.detect(frames[0])

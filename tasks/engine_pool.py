@@ -54,8 +54,10 @@ class EnginePool:
         self._queue = self._ctx.Queue()
         self._latest: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
+        self._closed = False
         self._pool = self._new_pool()
-        threading.Thread(target=self._pump, name="engine-pool-progress", daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, name="engine-pool-progress", daemon=True)
+        self._pump_thread.start()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_init, initargs=(self._queue,))
@@ -63,9 +65,12 @@ class EnginePool:
     def _pump(self) -> None:
         while True:
             try:
-                job, done, total = self._queue.get()
-            except (EOFError, OSError):  # interpreter shutting down
+                item = self._queue.get()
+            except (EOFError, OSError, ValueError):  # interpreter shutting down, queue closed
                 return
+            if item is None:  # close()
+                return
+            job, done, total = item
             with self._lock:
                 if job in self._latest:
                     self._latest[job] = (done, total)
@@ -75,6 +80,8 @@ class EnginePool:
         job = uuid.uuid4().hex
         environ = dict(os.environ)
         with self._lock:
+            if self._closed:
+                raise RuntimeError("engine pool is closed")
             self._latest[job] = (0, 0)
             pool = self._pool
         reported = (0, 0)
@@ -100,6 +107,30 @@ class EnginePool:
             with self._lock:
                 self._latest.pop(job, None)
 
+    def close(self, wait: bool = True) -> None:
+        """Stop the worker processes; jobs already submitted finish first.
+
+        ``wait=False`` returns at once (the workers exit when their jobs are
+        done); ``wait=True`` waits for them and stops the progress thread.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pool = self._pool
+        pool.shutdown(wait=wait)
+        if wait:
+            self._queue.put(None)
+            self._pump_thread.join(timeout=5)
+            self._queue.close()
+            self._queue.join_thread()
+
+    def __enter__(self) -> "EnginePool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 _POOL: EnginePool | None = None
 _POOL_LOCK = threading.Lock()
@@ -110,6 +141,7 @@ def engine_pool(workers: int) -> EnginePool:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL.workers != workers:
+            if _POOL is not None:
+                _POOL.close(wait=False)  # its running jobs finish, then its workers exit
             _POOL = EnginePool(workers)
         return _POOL
-

@@ -201,7 +201,7 @@ def test_default_config_tracks_a_fresh_scene(tmp_path):
     shutil.rmtree(out)
 
 
-def test_engine_pool_runs_chunks_in_worker_processes(tiny_scene, tmp_path, monkeypatch):
+def test_engine_pool_runs_chunks_in_worker_processes(tiny_scene, tmp_path, monkeypatch, request):
     """track_camera's process pool: same bytes as in-process, progress reported, errors raised here."""
     from tasks.engine_pool import EnginePool
 
@@ -220,6 +220,7 @@ def test_engine_pool_runs_chunks_in_worker_processes(tiny_scene, tmp_path, monke
         "store": pooled,
     }
     pool = EnginePool(2)
+    request.addfinalizer(pool.close)  # no worker processes outlive the test, whatever fails
     seen: list[tuple[int, int]] = []
     # A setting changed after the workers started still reaches them.
     monkeypatch.setenv("SPOTON_CACHE_DIR", str(tmp_path / "fresh-cache"))
@@ -236,3 +237,22 @@ def test_engine_pool_runs_chunks_in_worker_processes(tiny_scene, tmp_path, monke
     with pytest.raises(CorruptVideoError) as err:
         pool.run({**kwargs, "camera_id": "c02", "video_path": broken}, None, poll_s=0.05)
     assert err.value.frames_read > 0
+
+    workers = list(pool._pool._processes.values())
+    pool.close()
+    assert workers and not any(w.is_alive() for w in workers)
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.run(kwargs, None)
+
+
+def test_resizing_the_engine_pool_retires_the_old_one(monkeypatch):
+    import tasks.engine_pool as ep
+
+    monkeypatch.setattr(ep, "_POOL", None)
+    small = ep.engine_pool(1)
+    assert ep.engine_pool(1) is small
+    big = ep.engine_pool(2)
+    assert big is not small and small._closed and not big._closed
+    with pytest.raises(RuntimeError, match="closed"):
+        small.run({}, None)
+    big.close()

@@ -55,12 +55,7 @@ class Detector(Protocol):
 
 
 def _check_frame(frame: np.ndarray) -> np.ndarray:
-    if (
-        not isinstance(frame, np.ndarray)
-        or frame.ndim != 3
-        or frame.shape[2] != 3
-        or frame.dtype != np.uint8
-    ):
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         desc = (getattr(frame, "shape", None), getattr(frame, "dtype", None))
         raise ValueError(f"frame must be an (H, W, 3) uint8 BGR image, got shape/dtype {desc}")
     return frame
@@ -396,9 +391,7 @@ class BgSubDetector:
         if not 1 <= threshold <= 255:
             raise ValueError(f"threshold must be in [1, 255], got {threshold}")
         if not (0 < shadow_ratio[0] < shadow_ratio[1] <= 1.0):
-            raise ValueError(
-                f"shadow_ratio must be (lo, hi) with 0 < lo < hi <= 1, got {shadow_ratio}"
-            )
+            raise ValueError(f"shadow_ratio must be (lo, hi) with 0 < lo < hi <= 1, got {shadow_ratio}")
         for name, value in (
             ("min_fill", min_fill),
             ("min_visible", min_visible),
@@ -436,9 +429,7 @@ class BgSubDetector:
         self.standing_uncovered = 0  # regions uncover_standing() replaced in the last fit
         self.sample_cache = Path(sample_cache) if sample_cache is not None else None
         self.context_used = 0  # neighbouring sub-videos the last prepare() took samples from
-        self.size: PersonSize | None = calibrated_size(
-            geometry, height_m=person_height_m, width_m=person_width_m
-        )
+        self.size: PersonSize | None = calibrated_size(geometry, height_m=person_height_m, width_m=person_width_m)
         self.background: np.ndarray | None = None  # work resolution, uint8 BGR
         self._bg_gray: np.ndarray | None = None  # its grey level + 1, for shadow ratios
         self._size_table: np.ndarray | None = None  # see _build_size_table
@@ -554,10 +545,7 @@ class BgSubDetector:
         """Raise the colour threshold above the video's own pixel noise (sensor, compression)."""
         assert self.background is not None
         bg = self.background.astype(np.int16)
-        med = [
-            float(np.median(np.abs(f.astype(np.int16) - bg).max(axis=2)))
-            for f in small[:: max(1, len(small) // 8)]
-        ]
+        med = [float(np.median(np.abs(f.astype(np.int16) - bg).max(axis=2))) for f in small[:: max(1, len(small) // 8)]]
         # Most pixels are background: their median distance is the noise scale.
         return max(self.threshold, self.noise_factor * 1.4826 * float(np.median(med)))
 
@@ -584,13 +572,9 @@ class BgSubDetector:
         assert self.background is not None and self.full_size is not None
         bg = self.background
         if small.shape != bg.shape:
-            raise ValueError(
-                f"frame size {small.shape[:2]} (work) differs from the background's {bg.shape[:2]}"
-            )
+            raise ValueError(f"frame size {small.shape[:2]} (work) differs from the background's {bg.shape[:2]}")
         raw = (channel_distance(small, bg) > self.effective_threshold).view(np.uint8)
-        shadowish = (
-            self._shadows(small, raw) if self.shadow_chroma > 0 else np.zeros(raw.shape, bool)
-        )
+        shadowish = self._shadows(small, raw) if self.shadow_chroma > 0 else np.zeros(raw.shape, bool)
         # Opening removes speckle; a tall closing rejoins head, torso and legs
         # split where clothing matches the floor colour.
         opened = cv2.morphologyEx(raw, cv2.MORPH_OPEN, _KERNEL_3)
@@ -620,9 +604,7 @@ class BgSubDetector:
         fs = f[:, 0] + f[:, 1] + f[:, 2]
         bs = b[:, 0] + b[:, 1] + b[:, 2]
         fn, bn = f / fs[:, None], b / bs[:, None]
-        chroma = (
-            np.abs(fn[:, 0] - bn[:, 0]) + np.abs(fn[:, 1] - bn[:, 1]) + np.abs(fn[:, 2] - bn[:, 2])
-        )
+        chroma = np.abs(fn[:, 0] - bn[:, 0]) + np.abs(fn[:, 1] - bn[:, 1]) + np.abs(fn[:, 2] - bn[:, 2])
         lo, hi = self.shadow_ratio
         r = fs / bs
         coloured = (r > lo) & (r < hi) & (chroma < self.shadow_chroma)
@@ -646,9 +628,7 @@ class BgSubDetector:
 
     def detect(self, frame: np.ndarray) -> Detections:
         if self.background is None or self.full_size is None:
-            raise ValueError(
-                "bgsub detector has no background yet: call prepare(video_path) or fit(frames) first"
-            )
+            raise ValueError("bgsub detector has no background yet: call prepare(video_path) or fit(frames) first")
         frame = _check_frame(frame)
         if (frame.shape[1], frame.shape[0]) != self.full_size:
             raise ValueError(
@@ -690,9 +670,7 @@ class BgSubDetector:
         vv, uu = np.mgrid[0:gh, 0:gw].astype(np.float64) * 4.0
         ph, pw = self.size.size_px(uu.ravel() / scale, vv.ravel() / scale)
         coarse = (np.stack([ph, pw]).reshape(2, gh, gw) * scale).astype(np.float32)
-        fine = [
-            cv2.resize(c, (gw * 4, gh * 4), interpolation=cv2.INTER_LINEAR)[:h, :w] for c in coarse
-        ]
+        fine = [cv2.resize(c, (gw * 4, gh * 4), interpolation=cv2.INTER_LINEAR)[:h, :w] for c in coarse]
         self._size_table = np.stack(fine)
 
     def _boxes(self, fg: _Foreground) -> tuple[np.ndarray, np.ndarray]:
@@ -942,16 +920,12 @@ class TorchvisionDetector:
 
         available = torchvision.models.list_models(module=torchvision.models.detection)
         if model not in available:
-            raise ValueError(
-                f"unknown torchvision detection model {model!r}; choose one of {sorted(available)}"
-            )
+            raise ValueError(f"unknown torchvision detection model {model!r}; choose one of {sorted(available)}")
         if not 0 <= score_threshold <= 1:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        path = weight_file(
-            weights, weights_dir, what=f"torchvision {model}", source=TORCHVISION_WEIGHTS_SOURCE
-        )
+        path = weight_file(weights, weights_dir, what=f"torchvision {model}", source=TORCHVISION_WEIGHTS_SOURCE)
         self.device = resolve_device(device)
         kwargs: dict[str, Any] = {
             "weights": None,
@@ -971,9 +945,7 @@ class TorchvisionDetector:
         try:
             net.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(
-                f"{path} is not a state dict of torchvision {model}: {str(e)[:300]}"
-            ) from None
+            raise ValueError(f"{path} is not a state dict of torchvision {model}: {str(e)[:300]}") from None
         self.half = bool(half) and self.device.startswith("cuda")
         self.model = net.eval().to(self.device)
         self.score_threshold = float(score_threshold)
@@ -992,10 +964,7 @@ class TorchvisionDetector:
             with torch.inference_mode(), torch.autocast("cuda", enabled=self.half):
                 # BGR uint8 HWC -> RGB float CHW in [0, 1] on the device (one copy per frame).
                 tensors = [
-                    torch.from_numpy(np.ascontiguousarray(f[..., ::-1]))
-                    .to(self.device)
-                    .permute(2, 0, 1)
-                    .float()
+                    torch.from_numpy(np.ascontiguousarray(f[..., ::-1])).to(self.device).permute(2, 0, 1).float()
                     / 255.0
                     for f in chunk
                 ]
@@ -1005,11 +974,7 @@ class TorchvisionDetector:
                 scores = r["scores"].float().cpu().numpy()
                 keep = (labels == PERSON_CLASS_ID) & (scores >= self.score_threshold)
                 boxes = r["boxes"].float().cpu().numpy()[keep]
-                out.append(
-                    Detections(
-                        boxes, scores[keep], np.full(int(keep.sum()), PERSON_CLASS_ID, np.int32)
-                    )
-                )
+                out.append(Detections(boxes, scores[keep], np.full(int(keep.sum()), PERSON_CLASS_ID, np.int32)))
         return out
 
 
@@ -1039,20 +1004,14 @@ class MotDetector:
         text = str(path)
         if "{camera_id}" in text:
             if camera_id is None:
-                raise ValueError(
-                    f"path {text!r} names {{camera_id}} but no camera geometry was given"
-                )
+                raise ValueError(f"path {text!r} names {{camera_id}} but no camera geometry was given")
             text = text.replace("{camera_id}", camera_id)
         file = Path(text)
         if not file.is_file():
             raise FileNotFoundError(f"MOTChallenge detection file not found: {file}")
         if frame_offset < 0:
             raise ValueError(f"frame_offset must be >= 0, got {frame_offset}")
-        rows = (
-            np.loadtxt(file, delimiter=",", ndmin=2, dtype=np.float64)
-            if file.stat().st_size
-            else np.zeros((0, 7))
-        )
+        rows = np.loadtxt(file, delimiter=",", ndmin=2, dtype=np.float64) if file.stat().st_size else np.zeros((0, 7))
         if rows.shape[0] and rows.shape[1] < 7:
             raise ValueError(f"{file}: MOTChallenge rows need >= 7 columns, got {rows.shape[1]}")
         keep = rows[:, 6] >= min_confidence if rows.shape[0] else np.zeros(0, bool)
@@ -1066,9 +1025,7 @@ class MotDetector:
         order = np.argsort(self._frames, kind="stable")
         self._frames = self._frames[order]
         rows = rows[order]
-        self._xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1).astype(
-            np.float32
-        )
+        self._xyxy = np.concatenate([rows[:, 2:4], rows[:, 2:4] + rows[:, 4:6]], axis=1).astype(np.float32)
         # Some detectors write scores above 1 (logits, percentages); trackers need [0, 1].
         self._conf = np.clip(rows[:, 6], 0.0, 1.0).astype(np.float32)
         self._cursor = int(frame_offset)
@@ -1086,9 +1043,7 @@ class MotDetector:
     def at(self, frame_idx: int) -> Detections:
         """Detections of camera frame ``frame_idx`` (0-based)."""
         lo, hi = np.searchsorted(self._frames, [frame_idx, frame_idx + 1])
-        return Detections(
-            self._xyxy[lo:hi], self._conf[lo:hi], np.full(hi - lo, PERSON_CLASS_ID, np.int32)
-        )
+        return Detections(self._xyxy[lo:hi], self._conf[lo:hi], np.full(hi - lo, PERSON_CLASS_ID, np.int32))
 
     def detect(self, frame: np.ndarray) -> Detections:  # noqa: ARG002
         dets = self.at(self._cursor)
@@ -1126,9 +1081,7 @@ def make_detector(
     if key == "mot":
         check_options(MotDetector, options, "detector 'mot'")
         if "path" not in options:
-            raise ValueError(
-                "detector 'mot' needs option path (a det.txt / gt.txt, may contain {camera_id})"
-            )
+            raise ValueError("detector 'mot' needs option path (a det.txt / gt.txt, may contain {camera_id})")
         options.setdefault("camera_id", geometry.camera_id if geometry is not None else None)
         return MotDetector(**options)
     raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")

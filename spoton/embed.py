@@ -45,9 +45,7 @@ def resolve_device(device: str | None) -> str:
             import torch
 
             if not torch.cuda.is_available():
-                raise ValueError(
-                    f"device {device!r} requested but torch sees no CUDA GPU; use 'cpu' or 'auto'"
-                )
+                raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU; use 'cpu' or 'auto'")
         return name
     raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
@@ -59,15 +57,11 @@ def check_options(factory: Any, options: dict[str, Any], what: str) -> None:
         return
     unknown = sorted(set(options) - set(params))
     if unknown:
-        known = sorted(
-            k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL
-        )
+        known = sorted(k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL)
         raise ValueError(f"unknown option(s) {unknown} for {what}; known: {known}")
 
 
-def weight_file(
-    name: str | Path, weights_dir: Path | str | None, *, what: str, source: str
-) -> Path:
+def weight_file(name: str | Path, weights_dir: Path | str | None, *, what: str, source: str) -> Path:
     """Local weight file for ``name`` (absolute, or relative to ``weights_dir``); never downloads."""
     path = Path(name)
     if not path.is_absolute() and weights_dir is not None:
@@ -226,13 +220,9 @@ class OpenClipEmbedder:
         import torch
 
         if ":" in model_name:
-            raise ValueError(
-                f"model_name must be a built-in open_clip architecture, got {model_name!r}"
-            )
+            raise ValueError(f"model_name must be a built-in open_clip architecture, got {model_name!r}")
         if model_name not in open_clip.list_models():
-            raise ValueError(
-                f"unknown open_clip architecture {model_name!r}; see open_clip.list_models()"
-            )
+            raise ValueError(f"unknown open_clip architecture {model_name!r}; see open_clip.list_models()")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
@@ -258,9 +248,7 @@ class OpenClipEmbedder:
         size = cfg.get("size", 224)
         self.size = (size, size) if isinstance(size, int) else (int(size[1]), int(size[0]))
         dtype = torch.float16 if self.half else torch.float32
-        self.mean = torch.tensor(cfg.get("mean", (0.481, 0.458, 0.408)), dtype=dtype).view(
-            1, 3, 1, 1
-        )
+        self.mean = torch.tensor(cfg.get("mean", (0.481, 0.458, 0.408)), dtype=dtype).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.get("std", (0.269, 0.261, 0.276)), dtype=dtype).view(1, 3, 1, 1)
         self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
         self.batch_size = int(batch_size)
@@ -288,9 +276,7 @@ class OpenClipEmbedder:
             for i in range(0, len(crops), self.batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(crops[i : i + self.batch_size]))
                 x = batch.to(self.device).permute(0, 3, 1, 2).to(self.mean.dtype) / 255.0
-                out.append(
-                    self.model.encode_image((x - self.mean) / self.std).float().cpu().numpy()
-                )
+                out.append(self.model.encode_image((x - self.mean) / self.std).float().cpu().numpy())
         return l2_normalise(np.concatenate(out))
 
 
@@ -331,18 +317,14 @@ class BoxmotReidEmbedder:
         # build the backbone with pretrained=False (no ImageNet fetch either).
         self.backend = ReID(weights=path.resolve(), device=self.device, half=half).model
         empty_probe = np.zeros((64, 32, 3), np.uint8)
-        feats = np.asarray(
-            self.backend.get_features(np.array([[0, 0, 32, 64]], np.float32), empty_probe)
-        )
+        feats = np.asarray(self.backend.get_features(np.array([[0, 0, 32, 64]], np.float32), empty_probe))
         self.dim = int(feats.shape[-1])
 
     def embed(self, frame: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
         boxes = _validated_boxes(frame, xyxy)
         if boxes.shape[0] == 0:
             return np.zeros((0, self.dim), np.float32)
-        feats = np.asarray(
-            self.backend.get_features(_pixel_boxes(frame, boxes).astype(np.float32), frame)
-        )
+        feats = np.asarray(self.backend.get_features(_pixel_boxes(frame, boxes).astype(np.float32), frame))
         return l2_normalise(feats.reshape(boxes.shape[0], self.dim))
 
 

@@ -1099,7 +1099,9 @@ def _match_gallery(
             share[rows] = [votes.get(int(x), 0.0) for x in gid_of[rows]]
     unanimous = share >= 1.0 - 1e-9
     cost = np.where(np.isfinite(cost), cost, 1.0) - config.handoff_weight * share
-    cost = np.where(impossible & unanimous, -config.handoff_weight, cost)
+    # ... but no cheaper than an identity without evidence: a cluster that
+    # continues the id on the floor as well as in the boxes comes first.
+    cost = np.where(impossible & unanimous, 1.0 - config.handoff_weight, cost)
     # An identity seen after this cluster began cannot be continued by it.
     bad = (impossible & ~unanimous) | (cost > config.link_max_cost) | (st.span_first[c] <= gallery.last_frame[i])
     matrix = np.where(bad, np.inf, cost).reshape(n, g)

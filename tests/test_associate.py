@@ -489,3 +489,20 @@ def test_a_long_tracklet_ending_on_someone_else_keeps_its_person() -> None:
     assert ids[long.key] == ids[a.key] != ids[b.key]
     assert ids[short.key] != ids[a.key]
     assert ids[q1.key] == ids[b.key]
+
+
+def test_a_handoff_against_the_floor_yields_to_one_the_floor_confirms() -> None:
+    """Two clusters after the border both continue P's boxes (in two cameras); one also continues P on the floor."""
+    rng = np.random.default_rng(8)
+    f = np.arange(100)
+    path = _walk((6.0, 5.0), (0.5, 0.0), f)
+    c1, c2 = CORNERS[0], CORNERS[1]
+    first = associate(_observe(c1, 1, f[:50], path[:50], rng) + _observe(c2, 2, f[:50], path[:50], rng), _env([c1, c2]))
+    (pid,) = set(first.global_ids.values())
+    on_floor = _observe(c1, 1001, f[50:], path[50:], rng)
+    # c2's track after the border starts on P's box, but its feet land 4 m away (a
+    # mis-placed box): a cluster of its own, which the floor says cannot be P.
+    off_floor = [replace_map(t, t.map_xy + np.float32(4.0)) for t in _observe(c2, 1002, f[50:], path[50:], rng)]
+    second = associate(on_floor + off_floor, _env([c1, c2]), gallery=first.gallery)
+    assert {second.global_ids[t.key] for t in on_floor} == {pid}
+    assert {second.global_ids[t.key] for t in off_floor} != {pid}

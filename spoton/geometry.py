@@ -127,6 +127,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
+def vertical_vanishing_point(K: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Homogeneous image point (3,) where the images of the world's vertical lines meet."""
+    return np.asarray(K, np.float64) @ np.asarray(R, np.float64)[:, 2]
+
+
 def foot_points(xyxy: np.ndarray) -> np.ndarray:
     """Bottom-centre of boxes: where a standing person touches the floor."""
     xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
@@ -148,6 +153,13 @@ class CameraGeometry:
     @property
     def H_inv(self) -> np.ndarray:
         return np.linalg.inv(self.H)
+
+    @property
+    def vertical_vp(self) -> np.ndarray | None:
+        """The vertical vanishing point (homogeneous) when K and R are known, else None."""
+        if self.K is None or self.R is None:
+            return None
+        return vertical_vanishing_point(self.K, self.R)
 
     def to_map(self, pts_px: np.ndarray, plane: GroundPlane | None = None) -> np.ndarray:
         """Image points -> metres; NaN outside the plane (when given) or beyond the horizon."""

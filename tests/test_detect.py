@@ -409,3 +409,76 @@ def test_bgsub_box_ends_at_feet_seen_with_their_shadow_and_below_a_prop_that_hid
     assert iou(got_short, short) > 0.7
     # Well below what shows above the prop, near the calibrated foot row.
     assert prop_top + 0.25 * h_hidden < got_hidden[3] < hidden[3] + 0.2 * h_hidden, (got_hidden, hidden)
+
+
+def slanted_person(geo: CameraGeometry, x_m: float, y_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Image quadrilateral of an upright 1.7 m x 0.45 m person at (x_m, y_m), and its bounding box."""
+    side = geo.R[0] * 0.225
+    feet = np.array([x_m, y_m, 0.0])
+    head = feet + [0.0, 0.0, 1.7]
+    world = np.stack([feet - side, feet + side, head + side, head - side])
+    cam = world @ geo.R.T + geo.t
+    px = cam @ geo.K.T
+    quad = px[:, :2] / px[:, 2:]
+    return quad, np.concatenate([quad.min(axis=0), quad.max(axis=0)])
+
+
+def draw_slanted(frame: np.ndarray, quad: np.ndarray, colour: tuple[int, int, int]) -> None:
+    """Legs (lower half) and torso in two colours, following the person's slant."""
+    feet_l, feet_r, head_r, head_l = quad
+    mid_l, mid_r = (feet_l + head_l) / 2, (feet_r + head_r) / 2
+    cv2.fillPoly(frame, [np.round([feet_l, feet_r, mid_r, mid_l]).astype(np.int32)], (60, 50, 40))
+    cv2.fillPoly(frame, [np.round([mid_l, mid_r, head_r, head_l]).astype(np.int32)], colour)
+
+
+def test_bgsub_fits_people_seen_slanted_by_a_wide_camera_looking_down():
+    # A wide lens looking down: at the sides of the image people lean outwards
+    # by about a body width from feet to head.
+    geo = look_at_camera((0.0, -6.0, 4.0), (0.0, 2.0, 0.0), f=320.0)
+    rng = np.random.default_rng(3)
+    floor = textured_floor(3)
+    spots = [(-4.5, 1.5), (4.5, 1.0), (-5.0, 3.0), (4.0, 4.0)]
+    frames, truths = [], []
+    for k in range(12):
+        img = floor.copy()
+        x, y = spots[k % len(spots)]
+        quad, box = slanted_person(geo, x + 0.1 * k, y)
+        draw_slanted(img, quad, (40, 40, 200))
+        frames.append(noisy(img, rng))
+        truths.append(box)
+    quad, _ = slanted_person(geo, *spots[1])
+    lean = abs((quad[2, 0] + quad[3, 0]) - (quad[0, 0] + quad[1, 0])) / 2 / abs(quad[1, 0] - quad[0, 0])
+    assert lean > 0.9  # the scene does test slant
+
+    upright = BgSubDetector(geo, rectify=False).fit(frames)
+    rectified = BgSubDetector(geo).fit(frames)
+    assert upright.rectifier is None and rectified.rectifier is not None
+    scores = {"upright": [], "rectified": []}
+    for frame, truth in zip(frames[:8], truths[:8], strict=True):
+        for name, det in (("upright", upright), ("rectified", rectified)):
+            boxes = det.detect(frame).xyxy
+            assert len(boxes) == 1, (name, boxes)
+            scores[name].append(iou(boxes[0], truth))
+    assert min(scores["rectified"]) > 0.85, scores
+    assert np.mean(scores["rectified"]) > np.mean(scores["upright"]) + 0.02, scores
+
+
+def test_vertical_rectifier_turns_world_verticals_into_columns():
+    from spoton.detect import VerticalRectifier
+
+    geo = look_at_camera((0.0, -8.0, 4.5), (0.0, 2.0, 0.0), f=260.0)
+    r = VerticalRectifier.for_camera(geo.vertical_vp, (H, W), 1.0)
+    assert r is not None
+    for x_m, y_m in [(-5.0, 1.0), (0.0, 0.0), (4.0, 3.0), (2.0, -2.0)]:
+        world = np.array([[x_m, y_m, 0.0], [x_m, y_m, 1.7]])
+        cam = world @ geo.R.T + geo.t
+        px = (cam @ geo.K.T)[:, :2] / (cam @ geo.K.T)[:, 2:]
+        rect = cv2.perspectiveTransform(px.reshape(-1, 1, 2), r.H).reshape(-1, 2)
+        assert abs(rect[0, 0] - rect[1, 0]) < 1e-6 * max(1.0, abs(rect[0, 0]))
+    # The image centre keeps its place and scale; the canvas holds the whole view.
+    centre = cv2.perspectiveTransform(np.array([[[W / 2, H / 2]]], np.float64), r.H)[0, 0]
+    assert r.warp(np.ones((H, W), bool)).sum() > 0.8 * H * W
+    assert 0 <= centre[0] < r.size[0] and 0 <= centre[1] < r.size[1]
+    # A level camera already sees verticals as columns; one looking straight down sees them all meet.
+    assert VerticalRectifier.for_camera(look_at_camera((0, -8, 1.5), (0, 10, 1.5)).vertical_vp, (H, W), 1.0) is None
+    assert VerticalRectifier.for_camera(look_at_camera((0, -0.1, 8.0), (0, 0, 0)).vertical_vp, (H, W), 1.0) is None

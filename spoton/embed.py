@@ -10,6 +10,7 @@ a message naming it, never with a download.
 - ``boxmot-reid``: a boxmot ReID backbone (OSNet, LMBN, ...) from a local ``.pt``.
 """
 
+import copy
 import inspect
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -131,7 +132,15 @@ class ColorEmbedder:
     little. Histograms are square-rooted (Hellinger) so cosine similarity of
     the embeddings behaves like the Bhattacharyya coefficient. Colours are
     first corrected for each camera's cast (``colour_constancy="grayworld"``).
+
+    ``for_camera(geometry)`` gives an embedder for one calibrated camera: a
+    camera looking down sees people away from the image centre slanted, so
+    their box holds the body along a slanted axis with floor in two corners;
+    crops then follow that axis (towards the vertical vanishing point), one
+    body width wide, so a person looks alike anywhere in the view.
     """
+
+    vertical_vp: np.ndarray | None = None
 
     def __init__(
         self,
@@ -165,6 +174,40 @@ class ColorEmbedder:
         v = (hsv[..., 2].astype(np.int32) * vb) // 256
         return (h * sb + s) * vb + v
 
+    def for_camera(self, geometry: Any) -> "ColorEmbedder":
+        """This embedder for one camera: crops follow its people's slant when K and R are known."""
+        out = copy.copy(self)
+        vp = getattr(geometry, "vertical_vp", None)
+        out.vertical_vp = None if vp is None else np.asarray(vp, np.float64).reshape(3)
+        return out
+
+    def _slanted_crop(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """(ch, cw, 3) crop along the person's axis in ``box``; None when the person stands upright."""
+        assert self.vertical_vp is not None
+        x1, y1, x2, y2 = (float(v) for v in box)
+        bw, bh = x2 - x1, y2 - y1
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        vx, vy, vw = self.vertical_vp
+        dx, dy = vx - cx * vw, vy - cy * vw
+        if abs(dy) < 1e-9:
+            return None
+        slope = dx / dy  # horizontal shift of the axis per image row
+        slant = abs(slope) * bh
+        if slant < 0.1 * bw:
+            return None
+        body = max(bw - slant, 0.25 * bw)
+        cw, ch = self.crop_size
+        # Sample twice as densely, then average down (as the upright crop's resize does).
+        gw, gh = 2 * cw, 2 * ch
+        ys = y1 + (np.arange(gh) + 0.5) * bh / gh
+        cols = ((np.arange(gw) + 0.5) / gw - 0.5) * self.central_width * body
+        map_x = (cx + slope * (ys - cy))[:, None] + cols[None, :]
+        map_y = np.repeat(ys[:, None], gw, axis=1)
+        dense = cv2.remap(
+            frame, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        return cv2.resize(dense, (cw, ch), interpolation=cv2.INTER_AREA)
+
     def embed(self, frame: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
         boxes = _validated_boxes(frame, xyxy)
         n = boxes.shape[0]
@@ -175,6 +218,11 @@ class ColorEmbedder:
         # then count the same number of pixels, and one vectorised pass bins all.
         crops = np.empty((n, ch, cw, 3), np.uint8)
         for i, (x1, y1, x2, y2) in enumerate(_pixel_boxes(frame, boxes)):
+            if self.vertical_vp is not None:
+                slanted = self._slanted_crop(frame, boxes[i])
+                if slanted is not None:
+                    crops[i] = slanted
+                    continue
             bw = x2 - x1
             margin = int(round(bw * (1.0 - self.central_width) / 2.0))
             xa, xb = x1 + margin, max(x2 - margin, x1 + margin + 1)

@@ -142,6 +142,9 @@ def process_camera_chunk(
     embedder = make_embedder(
         config.embedder, weights_dir=weights_dir, device=config.device, **embedder_options
     )
+    for_camera = getattr(embedder, "for_camera", None)
+    if for_camera is not None:  # e.g. colour crops that follow the camera's slant
+        embedder = for_camera(geometry)
     t0 = stages.add("embed", t0)
     tracker_options, cleanup = split_tracker_options(config.tracker_options)
     tracker = CameraTracker(

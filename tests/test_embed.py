@@ -144,3 +144,47 @@ def test_boxmot_reid_loads_a_tiny_local_checkpoint(tmp_path: Path):
     (tmp_path / "mystery.pt").write_bytes(path.read_bytes())
     with pytest.raises(ValueError, match="architecture"):
         make_embedder("boxmot-reid", weights_dir=tmp_path, weights="mystery.pt", device="cpu")
+
+
+def _person_along(frame: np.ndarray, feet: tuple[float, float], height: float, lean: float) -> np.ndarray:
+    """A 30 px wide person (red torso, blue legs) whose head is ``lean`` px right of the feet; its box."""
+    import cv2
+
+    fx, fy = feet
+    hx, hy = fx + lean, fy - height
+
+    def quad(a: float, b: float) -> np.ndarray:  # the body between fractions a < b of the height (0 = feet)
+        pa = (fx + a * lean, fy - a * height)
+        pb = (fx + b * lean, fy - b * height)
+        corners = [[pa[0] - 15, pa[1]], [pa[0] + 15, pa[1]], [pb[0] + 15, pb[1]], [pb[0] - 15, pb[1]]]
+        return np.round(corners).astype(np.int32)
+
+    cv2.fillPoly(frame, [quad(0.0, 0.5)], (200, 60, 30))  # legs, BGR blue
+    cv2.fillPoly(frame, [quad(0.5, 0.88)], (40, 40, 210))  # torso, red
+    cv2.fillPoly(frame, [quad(0.88, 1.0)], (150, 180, 220))  # head
+    xs = [fx - 15, fx + 15, hx - 15, hx + 15]
+    return np.array([[min(xs), hy, max(xs), fy]], np.float32)
+
+
+def test_color_crops_follow_a_slanted_person():
+    from types import SimpleNamespace
+
+    floor = np.full((400, 600, 3), 128, np.uint8)
+    upright, slanted = floor.copy(), floor.copy()
+    box_upright = _person_along(upright, (300, 300), 200, 0)
+    # Verticals meet at (300, 1300), below the image (a camera looking down): a
+    # person standing at (100, 380) leans outwards, head about 40 px left of the feet.
+    vp = np.array([300.0, 1300.0, 1.0])
+    feet = (100.0, 380.0)
+    lean = (feet[0] - vp[0]) / (vp[1] - feet[1]) * 200  # axis from the feet away from the vanishing point
+    box_slanted = _person_along(slanted, feet, 200, lean)
+    plain = ColorEmbedder()
+    camera = plain.for_camera(SimpleNamespace(vertical_vp=vp))
+    assert plain.vertical_vp is None  # for_camera gives a copy
+    ref = plain.embed(upright, box_upright)[0]
+    sim_plain = float(plain.embed(slanted, box_slanted)[0] @ ref)
+    sim_camera = float(camera.embed(slanted, box_slanted)[0] @ ref)
+    assert sim_camera > 0.95 and sim_camera > sim_plain + 0.05, (sim_plain, sim_camera)
+    # Upright people (and cameras without K, R) are cropped as before.
+    np.testing.assert_array_equal(camera.embed(upright, box_upright), plain.embed(upright, box_upright))
+    assert plain.for_camera(SimpleNamespace(vertical_vp=None)).vertical_vp is None

@@ -928,6 +928,7 @@ class BgSubDetector:
         # Only the part of a box above the group's bottom can show background:
         # below it the box may be hidden, and what hides it is no evidence against it.
         # Neither can what lies outside the camera's view (rectified masks).
+        rectified = fgr.valid is not None
         if fgr.valid is not None:
             area = box_sum(fgr.valid[y0:y1, x0:x1])
         else:
@@ -951,7 +952,7 @@ class BgSubDetector:
             if gain[best] <= 0 or new_fg[best] < min_gain[best]:
                 return -1, None
             cand = (bx1[best], by1[best], bx2[best], by2[best])
-            return best, self._refine(fg, shadowish, cov, cand, hc[best], grow_x=False)
+            return best, self._refine(fg, shadowish, cov, cand, hc[best], grow_x=False, body_width=rectified)
 
         chosen: list[int] = []
         rects: list[np.ndarray] = []
@@ -991,7 +992,9 @@ class BgSubDetector:
             # may take what no other box covers.
             others = covered(rects[:i] + rects[i + 1 :])
             cand = (bx1[c], by1[c], bx2[c], by2[c])
-            r = self._refine(fg, shadowish, others, cand, hc[c], grow_x=True, max_widen=self.max_widen)
+            r = self._refine(
+                fg, shadowish, others, cand, hc[c], grow_x=True, max_widen=self.max_widen, body_width=rectified
+            )
             rb = r + np.array([x0, y0, x0, y0], np.float64)
             size_agree = float(np.exp(-abs(np.log(max(rb[3] - rb[1], 1.0) / hc[c])) / 0.35))
             out.append((rb, 0.5 * min(1.0, fill / 0.6) + 0.5 * size_agree))
@@ -1006,6 +1009,7 @@ class BgSubDetector:
         h_exp: float,
         grow_x: bool,
         max_widen: float = 0.3,
+        body_width: bool = False,
     ) -> np.ndarray:
         """Fit a calibrated box to the foreground around it, keeping hidden feet where calibration says.
 
@@ -1019,7 +1023,8 @@ class BgSubDetector:
         shows on the floor below the solid part (then the feet are where it
         ends, and the person is just shorter than the prior). The bottom row
         ignores shadow-coloured foreground (a soft shadow on the floor below
-        the feet).
+        the feet); with ``body_width`` the width does too (a shadow spreading
+        sideways at the feet; measured to help on rectified masks only).
         """
         rh, rw = fg.shape
         x1, y1, x2, y2 = (int(v) for v in box)
@@ -1035,8 +1040,9 @@ class BgSubDetector:
         # A column/row counts when a few percent of its length is foreground,
         # so a stray pixel of a neighbour does not widen the box.
         solid = win & ~shadowish[wy1:wy2, wx1:wx2]
-        # Width from the body, not from a shadow spreading sideways on the floor at the feet.
-        cols = np.nonzero(solid.sum(axis=0) >= max(1, 0.04 * win.shape[0]))[0]
+        cols = np.zeros(0, np.int64)
+        if body_width:  # width from the body, not from a shadow spreading sideways at the feet
+            cols = np.nonzero(solid.sum(axis=0) >= max(1, 0.04 * win.shape[0]))[0]
         if cols.size == 0:
             cols = np.nonzero(win.sum(axis=0) >= max(1, 0.04 * win.shape[0]))[0]
         rows = np.nonzero(win.sum(axis=1) >= max(1, 0.04 * win.shape[1]))[0]

@@ -27,6 +27,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -299,8 +300,9 @@ class VerticalRectifier:
     H: np.ndarray  # work px -> rectified px
     size: tuple[int, int]  # (w, h) of the rectified canvas
 
-    @property
+    @cached_property
     def H_inv(self) -> np.ndarray:
+        """Rectified px -> work px (inverted once: boxes map back on every frame)."""
         return np.linalg.inv(self.H)
 
     @classmethod

@@ -125,12 +125,6 @@ class EnginePool:
             self._queue.close()
             self._queue.join_thread()
 
-    def __enter__(self) -> "EnginePool":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 _POOL: EnginePool | None = None
 _POOL_LOCK = threading.Lock()

@@ -156,8 +156,9 @@ def run_chunks(
 def mtmc(dets: dict[str, pd.DataFrame], ids: dict[tuple[str, int], int], gt: dict[str, pd.DataFrame]) -> dict:
     pred = {}
     for cam, df in dets.items():
-        gid = np.array([ids[(cam, int(t))] for t in df["track_id"]], np.int64)
-        pred[cam] = df.assign(global_id=gid)
+        # A tracklet without an id is one the association found to be no person: not a result.
+        gid = np.array([ids.get((cam, int(t)), 0) for t in df["track_id"]], np.int64)
+        pred[cam] = df.assign(global_id=gid)[gid > 0]
     return evaluate_mtmc(pred, gt)
 
 

@@ -9,7 +9,9 @@ One chunk is solved in three passes, each a pure function of its inputs:
    agglomerative clustering merges the cheapest pairs first; then a tracklet
    left alone takes the place of the one same-camera member that shut it out
    of a cluster when it agrees with the rest over far more frames (a long
-   view whose last seconds were swapped onto someone else keeps its person).
+   view whose last seconds were swapped onto someone else keeps its person),
+   and two clusters that agree closely but for one camera's short duplicate
+   track (or a view whose feet were off for a while) merge without it.
 2. Temporal linking. The clusters of pass 1 (multi-view tracklets) are chained in
    time when the end of one continues into the start of another (tracker id
    switches, re-entries, hand-overs between non-overlapping cameras), and across
@@ -18,7 +20,8 @@ One chunk is solved in three passes, each a pure function of its inputs:
    previous chunks by continuity on the floor at the border, appearance, and
    box handoff: a camera's track that starts where an identity's box in that
    camera ended just before the border (the border cut it) votes for it.
-   A new cluster seen briefly by one camera where other cameras look too is
+   Confirmed clusters (several cameras, or long) claim identities first; a
+   new cluster seen briefly by one camera where other cameras look too is
    no person (a split box, a shadow) and gets no identity.
 
 Hard constraints, enforced at every merge: two tracklets of one camera that
@@ -77,6 +80,23 @@ class AssociationConfig(BaseModel):
     )
     overlap_cell_m: float = Field(default=0.5, gt=0, description="grid cell of the camera-overlap estimate")
     merge_max_cost: float = Field(default=1.0, gt=0, description="pass-1 clusters merge below this cost")
+    reunite_max_cost: float = Field(
+        default=0.6,
+        ge=0,
+        description="clusters this close merge after leaving out the short tracklets that conflict (0: never)",
+    )
+    reunite_max_share: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="a conflicting tracklet is left out only when at most this share of its rival's frames",
+    )
+    reunite_max_loss: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="... and all that is left out is at most this share of the two clusters' frames",
+    )
 
     # Appearance (used when embeddings exist).
     appearance_weight: float = Field(default=1.0, ge=0, description="weight of appearance vs space cost")
@@ -840,10 +860,12 @@ def _pass1(
         lambda ma, mb: constraints.compatible(np.asarray(ma), np.asarray(mb)),
     )
     labels, exchanged = _exchange(_relabel(labels), tab, edges, constraints, config.merge_max_cost)
+    labels, reunited = _reunite(_relabel(labels), tab, edges, constraints, config)
     return _relabel(labels), {
         "pairs_scored": int(scored.sum()),
         "cannot_link": int(far.sum()),
         "exchanged": exchanged,
+        "reunited": reunited,
     }
 
 
@@ -913,6 +935,102 @@ def _exchange(
         next_label += 1
         done += 1
     return labels, done
+
+
+def _reunite(
+    labels: np.ndarray,
+    tab: _Table,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    constraints: _Constraints,
+    config: AssociationConfig,
+) -> tuple[np.ndarray, int]:
+    """Merge two clusters that agree closely but for a short tracklet in the way.
+
+    One person seen by several cameras can end up as two clusters when one
+    camera's tracker gave them two ids at once for a moment (a duplicate box
+    next to a swap) or one view put their feet far off for a while: the
+    clusters then hold two simultaneous tracklets of that camera, or two
+    tracklets that are far apart, and can never merge. When everything else
+    says one person (the clusters' mean cost below ``reunite_max_cost``), the
+    shorter tracklet of each conflicting pair is left out, if it has at most
+    ``reunite_max_share`` of its rival's frames (the longer view is the
+    evidence) and all that is left out is at most ``reunite_max_loss`` of the
+    two clusters' frames (two long simultaneous views are two people walking
+    together, not a duplicate), and the rest merge; what was left out stands
+    alone (and is dropped as unconfirmed when brief).
+    """
+    if config.reunite_max_cost <= 0 or labels.size == 0:
+        return labels, 0
+    a, b, cost, w = edges
+    fin = np.isfinite(cost)
+    a, b, cost, w = a[fin], b[fin], cost[fin], w[fin]
+    labels = labels.copy()
+    next_label = int(labels.max()) + 1
+    done = 0
+    tried: set[tuple[frozenset[int], frozenset[int]]] = set()
+    while True:
+        la, lb = labels[a], labels[b]
+        cross = la != lb
+        lo, hi = np.minimum(la, lb)[cross], np.maximum(la, lb)[cross]
+        if lo.size == 0:
+            break
+        code, inv = np.unique(lo * np.int64(next_label) + hi, return_inverse=True)
+        wsum = np.bincount(inv, weights=w[cross])
+        mean = np.bincount(inv, weights=(w * cost)[cross]) / np.maximum(wsum, 1e-12)
+        merged = False
+        for k in np.argsort(mean, kind="stable").tolist():
+            if mean[k] > config.reunite_max_cost:
+                break
+            ga, gb = int(code[k] // next_label), int(code[k] % next_label)
+            ma, mb = np.flatnonzero(labels == ga), np.flatnonzero(labels == gb)
+            key = (frozenset(ma.tolist()), frozenset(mb.tolist()))
+            if key in tried:
+                continue
+            tried.add(key)
+            if constraints.compatible(ma, mb):
+                continue  # the clustering refused them for cost, not for a conflict: leave them
+            out = _conflict_victims(tab, constraints, ma, mb, config.reunite_max_share)
+            held = tab.length[ma].sum() + tab.length[mb].sum()
+            if out is None or tab.length[out].sum() > config.reunite_max_loss * held:
+                continue
+            ka, kb = np.setdiff1d(ma, out), np.setdiff1d(mb, out)
+            if ka.size == 0 or kb.size == 0 or not constraints.compatible(ka, kb):
+                continue
+            # What stays must still agree: re-average the cross edges without the victims.
+            sel = (np.isin(a, ka) & np.isin(b, kb)) | (np.isin(a, kb) & np.isin(b, ka))
+            if not sel.any() or np.average(cost[sel], weights=w[sel]) > config.reunite_max_cost:
+                continue
+            labels[kb] = ga
+            for v in out.tolist():
+                labels[v] = next_label
+                next_label += 1
+            done += 1
+            merged = True
+            break
+        if not merged:
+            break
+    return labels, done
+
+
+def _conflict_victims(
+    tab: _Table, constraints: _Constraints, ma: np.ndarray, mb: np.ndarray, max_share: float
+) -> np.ndarray | None:
+    """The shorter tracklet of every conflicting (same camera at once, or far apart) cross pair.
+
+    None when a victim is not clearly the lesser view (more than ``max_share``
+    of its rival's frames).
+    """
+    co = (tab.first[ma][:, None] <= tab.last[mb][None, :]) & (tab.first[mb][None, :] <= tab.last[ma][:, None])
+    victims: set[int] = set()
+    for i, j in zip(*np.nonzero(co), strict=True):
+        x, y = int(ma[i]), int(mb[j])
+        if tab.camera[x] != tab.camera[y] and not constraints._never_close(x, y):
+            continue
+        short, long_ = (x, y) if (tab.length[x], x) < (tab.length[y], y) else (y, x)
+        if tab.length[short] > max_share * tab.length[long_]:
+            return None
+        victims.add(short)
+    return np.array(sorted(victims), np.int64)
 
 
 def _temporal_candidates(st: _States, max_overlap: int, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1115,6 +1233,37 @@ def _match_gallery(
     return {int(r): int(gallery.global_id[k]) for r, k in zip(rows, cols, strict=True) if feasible[r, k]}
 
 
+def _match_subset(
+    st: _States,
+    keep: np.ndarray,
+    gallery: IdentityGallery,
+    fps: float,
+    config: AssociationConfig,
+    handoff: Mapping[int, Mapping[int, float]],
+) -> dict[int, int]:
+    """``_match_gallery`` on the clusters where ``keep`` is set (indices stay the chunk's)."""
+    idx = np.flatnonzero(keep)
+    if idx.size == 0 or len(gallery) == 0:
+        return {}
+    sub = {int(np.searchsorted(idx, c)): v for c, v in handoff.items() if keep[c]}
+    found = _match_gallery(_subset_states(st, keep), gallery, fps, config, sub)
+    return {int(idx[r]): g for r, g in found.items()}
+
+
+def _drop_ids(gallery: IdentityGallery, ids: set[int]) -> IdentityGallery:
+    """The gallery without identities ``ids`` (for matching only: tails are left out)."""
+    keep = ~np.isin(gallery.global_id, np.array(sorted(ids), np.int64))
+    return IdentityGallery(
+        global_id=gallery.global_id[keep],
+        embedding=gallery.embedding[keep],
+        last_xy=gallery.last_xy[keep],
+        last_velocity=gallery.last_velocity[keep],
+        last_frame=gallery.last_frame[keep],
+        last_cameras=gallery.last_cameras[keep],
+        next_id=gallery.next_id,
+    )
+
+
 def _update_gallery(
     gallery: IdentityGallery,
     gids: np.ndarray,
@@ -1258,9 +1407,15 @@ def associate(
     k = int(labels.max()) + 1
     handoff = _handoff_support(tab, labels, votes)
     st = _states(tab, labels, k, env.fps, config)
-    matched = _match_gallery(st, gallery, env.fps, config, handoff)
     members = _groups(labels, k)
-    noise = _unconfirmed(tab, members, matched, env, config)
+    weak = _unconfirmed(tab, members, {}, env, config)
+    # Confirmed clusters claim their identities first: a brief fragment one camera
+    # saw (a duplicate box) must not take the id of the person every camera sees.
+    strong = np.array([c not in weak for c in range(k)])
+    matched = _match_subset(st, strong, gallery, env.fps, config, handoff)
+    rest = _drop_ids(gallery, set(matched.values()))
+    matched.update(_match_subset(st, ~strong, rest, env.fps, config, handoff))
+    noise = weak - set(matched)
     first_key = [tab.keys[int(m[0])] for m in members]
     new = sorted(
         (c for c in range(k) if c not in matched and c not in noise),

@@ -506,3 +506,67 @@ def test_a_handoff_against_the_floor_yields_to_one_the_floor_confirms() -> None:
     second = associate(on_floor + off_floor, _env([c1, c2]), gallery=first.gallery)
     assert {second.global_ids[t.key] for t in on_floor} == {pid}
     assert {second.global_ids[t.key] for t in off_floor} != {pid}
+
+
+def test_clusters_split_by_a_duplicate_box_are_reunited() -> None:
+    """c3's tracker follows P all along and, for 2 s, also gives P a second box.
+
+    The duplicate fits c1's brief view exactly, so the two form a cluster that
+    can never merge with P's long views (two c3 boxes at once). Everything else
+    says one person: the duplicate is left out and P keeps one identity.
+    """
+    rng = np.random.default_rng(11)
+    f = np.arange(100)
+    path = _walk((7.0, 6.0), (0.4, 0.1), f)
+    c1, c2, c3 = CORNERS[0], CORNERS[1], CORNERS[2]
+    (brief,) = _observe(c1, 1, f[40:60], path[40:60] + 0.3)
+    (dup,) = _observe(c3, 9, f[40:60], path[40:60] + 0.3)
+    (long2,) = _observe(c2, 2, f, path, rng)
+    (long3,) = _observe(c3, 3, f, path, rng)
+    tracklets = [brief, dup, long2, long3]
+    off = associate(tracklets, _env([c1, c2, c3]), AssociationConfig(min_identity_s=0, reunite_max_cost=0))
+    assert off.global_ids[brief.key] != off.global_ids[long2.key]  # the split this is about
+    res = associate(tracklets, _env([c1, c2, c3]), AssociationConfig(min_identity_s=0))
+    ids = res.global_ids
+    assert ids[brief.key] == ids[long2.key] == ids[long3.key] != ids[dup.key]
+    assert res.stats["reunited"] == 1
+    # Unconfirmed (brief, one camera, where the others look), the duplicate is no person at all.
+    assert dup.key not in associate(tracklets, _env([c1, c2, c3])).global_ids
+
+
+def test_a_conflict_that_would_leave_out_much_of_the_evidence_stays() -> None:
+    """Two simultaneous c3 tracks that are each a large part of what two clusters hold are two people
+    (walking side by side, say), however close the floor puts them: nothing is left out."""
+    rng = np.random.default_rng(12)
+    f = np.arange(100)
+    path = _walk((7.0, 6.0), (0.4, 0.1), f)
+    c1, c2, c3 = CORNERS[0], CORNERS[1], CORNERS[2]
+    (a1,) = _observe(c1, 1, f[:60], path[:60] + 0.3)
+    (a3,) = _observe(c3, 9, f, path + 0.3)
+    (b2,) = _observe(c2, 2, f[40:], path[40:], rng)
+    (b3,) = _observe(c3, 3, f, path, rng)
+    tracklets = [a1, a3, b2, b3]
+    res = associate(tracklets, _env([c1, c2, c3]), AssociationConfig(min_identity_s=0))
+    assert res.global_ids[a3.key] != res.global_ids[b3.key] and res.global_ids[a1.key] != res.global_ids[b2.key]
+    assert res.stats["reunited"] == 0
+    # Allowed to leave out that much, the shorter (equal: the later key) of the two c3 views goes.
+    loose = associate(tracklets, _env([c1, c2, c3]), AssociationConfig(min_identity_s=0, reunite_max_loss=0.5))
+    assert loose.stats["reunited"] == 1
+
+
+def test_a_fragment_does_not_take_the_identity_of_the_person_every_camera_sees() -> None:
+    """After the border, P's boxes continue in c1 and c2, and a 1 s duplicate in c2 continues P's c2 box
+    most closely. The confirmed two-camera cluster keeps P's id; the duplicate is no person."""
+    rng = np.random.default_rng(13)
+    f = np.arange(100)
+    path = _walk((7.0, 6.0), (0.4, 0.1), f)
+    c1, c2 = CORNERS[0], CORNERS[1]
+    env = _env([c1, c2])
+    first = associate(_observe(c1, 1, f[:50], path[:50], rng) + _observe(c2, 2, f[:50], path[:50], rng), env)
+    (pid,) = set(first.global_ids.values())
+    (p1,) = _observe(c1, 1001, f[52:], path[52:], rng, noise_px=4.0)
+    (p2,) = _observe(c2, 1002, f[58:], path[58:], rng, noise_px=4.0)
+    (dup,) = _observe(c2, 1009, f[50:60], path[50:60])
+    res = associate([p1, p2, dup], env, gallery=first.gallery)
+    assert res.global_ids[p1.key] == res.global_ids[p2.key] == pid
+    assert dup.key not in res.global_ids

@@ -20,9 +20,12 @@ One chunk is solved in three passes, each a pure function of its inputs:
    previous chunks by continuity on the floor at the border, appearance, and
    box handoff: a camera's track that starts where an identity's box in that
    camera ended just before the border (the border cut it) votes for it.
-   Confirmed clusters (several cameras, or long) claim identities first; a
-   new cluster seen briefly by one camera where other cameras look too is
-   no person (a split box, a shadow) and gets no identity.
+   Identities are claimed in tiers: clusters several cameras confirm, then
+   long single views, then fragments. A cluster begun by three or more
+   tracklets is judged by the median of their own continuity costs (one of
+   them may start on someone else). A new cluster seen briefly by one camera
+   where other cameras look too is no person (a split box, a shadow) and
+   gets no identity, nor does a view pass 1 left out of its person's cluster.
 
 Hard constraints, enforced at every merge: two tracklets of one camera that
 overlap in time are never one identity, and one identity is never in two places
@@ -860,13 +863,17 @@ def _pass1(
         lambda ma, mb: constraints.compatible(np.asarray(ma), np.asarray(mb)),
     )
     labels, exchanged = _exchange(_relabel(labels), tab, edges, constraints, config.merge_max_cost)
-    labels, reunited = _reunite(_relabel(labels), tab, edges, constraints, config)
-    return _relabel(labels), {
-        "pairs_scored": int(scored.sum()),
-        "cannot_link": int(far.sum()),
-        "exchanged": exchanged,
-        "reunited": reunited,
-    }
+    labels, reunited, left_out = _reunite(_relabel(labels), tab, edges, constraints, config)
+    return (
+        _relabel(labels),
+        {
+            "pairs_scored": int(scored.sum()),
+            "cannot_link": int(far.sum()),
+            "exchanged": exchanged,
+            "reunited": reunited,
+        },
+        left_out,
+    )
 
 
 def _exchange(
@@ -943,7 +950,7 @@ def _reunite(
     edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     constraints: _Constraints,
     config: AssociationConfig,
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int, np.ndarray]:
     """Merge two clusters that agree closely but for a short tracklet in the way.
 
     One person seen by several cameras can end up as two clusters when one
@@ -957,10 +964,11 @@ def _reunite(
     evidence) and all that is left out is at most ``reunite_max_loss`` of the
     two clusters' frames (two long simultaneous views are two people walking
     together, not a duplicate), and the rest merge; what was left out stands
-    alone (and is dropped as unconfirmed when brief).
+    alone. Returns the labels, the merges and the tracklets left out.
     """
+    left_out: set[int] = set()
     if config.reunite_max_cost <= 0 or labels.size == 0:
-        return labels, 0
+        return labels, 0, np.zeros(0, np.int64)
     a, b, cost, w = edges
     fin = np.isfinite(cost)
     a, b, cost, w = a[fin], b[fin], cost[fin], w[fin]
@@ -1004,12 +1012,13 @@ def _reunite(
             for v in out.tolist():
                 labels[v] = next_label
                 next_label += 1
+            left_out.update(out.tolist())
             done += 1
             merged = True
             break
         if not merged:
             break
-    return labels, done
+    return labels, done, np.array(sorted(left_out), np.int64)
 
 
 def _conflict_victims(
@@ -1179,6 +1188,7 @@ def _match_gallery(
     fps: float,
     config: AssociationConfig,
     handoff: Mapping[int, Mapping[int, float]] | None = None,
+    starters: Mapping[int, "_States"] | None = None,
 ) -> dict[int, int]:
     """Cluster index -> existing global id, by Hungarian on border continuity + appearance.
 
@@ -1209,6 +1219,8 @@ def _match_gallery(
         fps,
         config,
     )
+    if starters:
+        cost, impossible = _starters_vote(cost, impossible, starters, c, i, app, gallery, fps, config)
     share = np.zeros(c.shape[0])
     if handoff:
         gid_of = gallery.global_id[i]
@@ -1233,6 +1245,66 @@ def _match_gallery(
     return {int(r): int(gallery.global_id[k]) for r, k in zip(rows, cols, strict=True) if feasible[r, k]}
 
 
+def _starters_vote(
+    cost: np.ndarray,
+    impossible: np.ndarray,
+    starters: Mapping[int, "_States"],
+    c: np.ndarray,
+    i: np.ndarray,
+    app: np.ndarray,
+    gallery: IdentityGallery,
+    fps: float,
+    config: AssociationConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Continuity judged by the median of the cluster's first tracklets, each on its own.
+
+    A cluster whose first seconds are seen by three or more cameras, one of
+    which starts on someone else (a swap inside that camera's track), has a
+    fused start that is nobody's; the median of its tracklets' own costs is
+    the majority's.
+    """
+    cost, impossible = cost.copy(), impossible.copy()
+    for k, ts in starters.items():
+        rows = np.flatnonzero(c == k)
+        m = ts.start_xy.shape[0]
+        rr, tt = np.repeat(rows, m), np.tile(np.arange(m), rows.shape[0])
+        gi = i[rr]
+        tc, ti = _link_costs(
+            gallery.last_frame[gi],
+            gallery.last_xy[gi].astype(np.float64),
+            gallery.last_velocity[gi].astype(np.float64),
+            ts.start_frame[tt],
+            ts.start_xy[tt],
+            ts.start_vel[tt],
+            app[rr],
+            fps,
+            config,
+        )
+        tc = np.where(np.isfinite(tc), tc, 1.0).reshape(rows.shape[0], m)
+        ti = ti.reshape(rows.shape[0], m)
+        cost[rows] = np.median(tc, axis=1)
+        impossible[rows] = ti.sum(axis=1) * 2 > m
+    return cost, impossible
+
+
+def _starters(
+    tab: _Table, members: list[np.ndarray], st: _States, fps: float, config: AssociationConfig
+) -> dict[int, _States]:
+    """Per cluster begun by three or more tracklets (within the state window), their own start states."""
+    window = max(1, round(config.state_window_s * fps))
+    cand = [k for k, m in enumerate(members) if (tab.first[m] < st.span_first[k] + window).sum() >= 3]
+    if not cand:
+        return {}
+    own = _states(tab, np.arange(tab.n), tab.n, fps, config)
+    out = {}
+    for k in cand:
+        m = members[k]
+        first = m[(tab.first[m] < st.span_first[k] + window) & np.isfinite(own.start_xy[m]).all(axis=1)]
+        if first.shape[0] >= 3:
+            out[k] = _subset_states(own, np.isin(np.arange(tab.n), first))
+    return out
+
+
 def _match_subset(
     st: _States,
     keep: np.ndarray,
@@ -1240,13 +1312,15 @@ def _match_subset(
     fps: float,
     config: AssociationConfig,
     handoff: Mapping[int, Mapping[int, float]],
+    starters: Mapping[int, _States] | None = None,
 ) -> dict[int, int]:
     """``_match_gallery`` on the clusters where ``keep`` is set (indices stay the chunk's)."""
     idx = np.flatnonzero(keep)
     if idx.size == 0 or len(gallery) == 0:
         return {}
     sub = {int(np.searchsorted(idx, c)): v for c, v in handoff.items() if keep[c]}
-    found = _match_gallery(_subset_states(st, keep), gallery, fps, config, sub)
+    first = {int(np.searchsorted(idx, c)): v for c, v in (starters or {}).items() if keep[c]}
+    found = _match_gallery(_subset_states(st, keep), gallery, fps, config, sub, first)
     return {int(idx[r]): g for r, g in found.items()}
 
 
@@ -1328,7 +1402,7 @@ def _unconfirmed(
     min_frames = config.min_identity_s * env.fps
     out: set[int] = set()
     for c, m in enumerate(members):
-        if c in matched or np.unique(tab.camera[m]).shape[0] > 1 or tab.length[m].sum() >= min_frames:
+        if c in matched or _seen_together(tab, m) or tab.length[m].sum() >= min_frames:
             continue
         xy = tab.obs_xy[_expand(tab.obs_start[m], tab.length[m])[0]]
         xy = xy[np.isfinite(xy).all(axis=1)]
@@ -1338,6 +1412,13 @@ def _unconfirmed(
         if sum(bool(g.sees(where)[0]) for g in geos) >= 2:
             out.add(c)
     return out
+
+
+def _seen_together(tab: _Table, m: np.ndarray) -> bool:
+    """Two cameras saw the cluster at the same time (views one after another confirm nothing)."""
+    cam, first, last = tab.camera[m], tab.first[m], tab.last[m]
+    co = (first[:, None] <= last[None, :]) & (first[None, :] <= last[:, None]) & (cam[:, None] != cam[None, :])
+    return bool(co.any())
 
 
 def _subset_states(st: _States, keep: np.ndarray) -> _States:
@@ -1399,7 +1480,7 @@ def associate(
     overlap = camera_overlap(env, tab.cameras, {c: np.concatenate(b) for c, b in boxes.items()}, config.overlap_cell_m)
     cov = _covisible_pairs(tab, overlap, config)
     constraints = _Constraints(tab, overlap, cov, config)
-    labels1, s1 = _pass1(tab, cov, constraints, config)
+    labels1, s1, left_out = _pass1(tab, cov, constraints, config)
     labels, s2 = _pass2(tab, labels1, constraints, env.fps, config)
     ordered = sorted(tracklets, key=lambda t: t.key)  # the table's order
     first_boxes = np.stack([t.xyxy[0] for t in ordered]).astype(np.float64)
@@ -1409,12 +1490,22 @@ def associate(
     st = _states(tab, labels, k, env.fps, config)
     members = _groups(labels, k)
     weak = _unconfirmed(tab, members, {}, env, config)
-    # Confirmed clusters claim their identities first: a brief fragment one camera
-    # saw (a duplicate box) must not take the id of the person every camera sees.
-    strong = np.array([c not in weak for c in range(k)])
-    matched = _match_subset(st, strong, gallery, env.fps, config, handoff)
-    rest = _drop_ids(gallery, set(matched.values()))
-    matched.update(_match_subset(st, ~strong, rest, env.fps, config, handoff))
+    # A view left out of its person's cluster (a duplicate box) that nothing else
+    # joined is that person again, not someone new: it may continue an identity
+    # of the gallery but opens none.
+    weak |= {c for c, m in enumerate(members) if np.isin(m, left_out).all()}
+    # Identities are claimed by the best-evidenced clusters first: those several
+    # cameras confirm, then long single views, then fragments (a duplicate box
+    # must not take the id of the person every camera sees).
+    is_weak = np.zeros(k, bool)
+    is_weak[sorted(weak)] = True
+    several = np.array([_seen_together(tab, m) for m in members])
+    tiers = [several & ~is_weak, ~several & ~is_weak, is_weak]
+    starters = _starters(tab, members, st, env.fps, config)
+    matched: dict[int, int] = {}
+    for tier in tiers:
+        rest = _drop_ids(gallery, set(matched.values()))
+        matched.update(_match_subset(st, tier, rest, env.fps, config, handoff, starters))
     noise = weak - set(matched)
     first_key = [tab.keys[int(m[0])] for m in members]
     new = sorted(

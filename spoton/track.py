@@ -297,7 +297,7 @@ class PostprocessConfig:
     max_gap: int = 50  # gaps up to this many frames inside a track are interpolated (2 s at 25 fps)
     link_gap: int = 100  # fragments this close in time (frames) may be relinked into one track
     link_overlap: int = 10  # ... or overlapping by up to this many frames (a new track started while the old coasted)
-    trim_overlap: int = 12  # a track's last frames overlapping its successor's first ones (same person) are cut
+    trim_overlap: int = 36  # a track's last frames (1.4 s at 25 fps) overlapping its successor's first are cut
     link_distance: float = 0.6  # max foot-point jump (box heights) for a relink after a short gap
     link_speed: float = (
         0.04  # extra jump allowed per frame of gap (box heights; ~1.3 m/s at 25 fps)

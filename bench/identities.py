@@ -249,11 +249,17 @@ def bench_run(run: Path, gt_dir: Path, environment: str | None, config: Associat
     pairs = sorted({tuple(f.split("/")[:2]) for f in files if f.count("/") == 2 and f.endswith("/tracks.parquet")})
     chunk_names = sorted({c for _, c in pairs})
     manifest = store.read_json("manifest.json") if "manifest.json" in files else {}
-    env = load_environment(environment or manifest.get("environment_id"))
+    # A self-describing location (video_<env>/, homography_data/<env>.json) needs its URL.
+    env = load_environment(environment or manifest.get("environment_id"), manifest.get("videos_url"))
     chunks = [[t for cam, c in pairs if c == name for t in read_tracklets(store, cam, name)] for name in chunk_names]
     ids, stats = run_chunks(chunks, env, config)
+    stage = manifest.get("stage_seconds", {})
     for name, s in zip(chunk_names, stats, strict=True):
-        print(f"  {name}: {s['tracklets']} tracklets -> {s['clusters']} identities in {s['seconds'] * 1000:.0f} ms")
+        # Per-camera tracking of the chunk: every camera's stage seconds (decode .. project).
+        tracking = sum(sum(v.values()) for k, v in stage.items() if k.endswith(f"/{name}") and isinstance(v, dict))
+        share = f", {s['seconds'] / tracking:.2%} of its per-camera tracking ({tracking:.1f} s)" if tracking else ""
+        ms = s["seconds"] * 1000
+        print(f"  {name}: {s['tracklets']} tracklets -> {s['clusters']} identities in {ms:.0f} ms{share}")
     gt = read_gt(gt_dir)
     dets = {}
     for cam in sorted({cam for cam, _ in pairs}):

@@ -1501,7 +1501,7 @@ def associate(
     is_weak[sorted(weak)] = True
     several = np.array([_seen_together(tab, m) for m in members])
     tiers = [several & ~is_weak, ~several & ~is_weak, is_weak]
-    starters = _starters(tab, members, st, env.fps, config)
+    starters = _starters(tab, members, st, env.fps, config) if len(gallery) else {}
     matched: dict[int, int] = {}
     for tier in tiers:
         rest = _drop_ids(gallery, set(matched.values()))

@@ -962,11 +962,13 @@ class BgSubDetector:
                 cov[max(b, 0) : max(d, 0), max(a - m, 0) : max(c + m, 0)] = True
             return cov
 
+        fill_all = box_sum(fg)
+
         def best_given(others: list[np.ndarray]) -> tuple[int, np.ndarray | None]:
             """Best candidate with ``others`` fixed and its fitted box, or (-1, None)."""
             cov = covered(others)
-            new_fg = box_sum(fg & ~cov)
-            neutral = box_sum(fg & cov)
+            neutral = box_sum(fg & cov) if others else np.zeros_like(fill_all)
+            new_fg = fill_all - neutral
             gain = new_fg - self.bg_weight * (area - new_fg - neutral)
             best = int(np.argmax(gain))
             if gain[best] <= 0 or new_fg[best] < min_gain[best]:
@@ -1003,7 +1005,6 @@ class BgSubDetector:
             if int((fg & own & ~others).sum()) < min_gain[chosen[i]]:
                 del chosen[i], rects[i]
         out: list[tuple[np.ndarray, float]] = []
-        fill_all = box_sum(fg)
         for i, c in enumerate(chosen):
             fill = fill_all[c] / max(area[c], 1)
             if fill < self.min_fill:

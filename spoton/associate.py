@@ -963,8 +963,11 @@ def _reunite(
     ``reunite_max_share`` of its rival's frames (the longer view is the
     evidence) and all that is left out is at most ``reunite_max_loss`` of the
     two clusters' frames (two long simultaneous views are two people walking
-    together, not a duplicate), and the rest merge; what was left out stands
-    alone. Returns the labels, the merges and the tracklets left out.
+    together, not a duplicate), and the rest merge. A view left out only for
+    disagreeing on the floor with another camera's view rejoins the merged
+    cluster when its own camera holds nothing else of it then (``_rejoins``);
+    what stays left out stands alone. Returns the labels, the merges and the
+    tracklets left out.
     """
     left_out: set[int] = set()
     if config.reunite_max_cost <= 0 or labels.size == 0:
@@ -1009,16 +1012,46 @@ def _reunite(
             if not sel.any() or np.average(cost[sel], weights=w[sel]) > config.reunite_max_cost:
                 continue
             labels[kb] = ga
+            kept = np.concatenate([ka, kb])
             for v in out.tolist():
+                if _rejoins(tab, v, kept, a, b, cost, w, config.reunite_max_cost):
+                    labels[v] = ga
+                    kept = np.append(kept, v)
+                    continue
                 labels[v] = next_label
                 next_label += 1
-            left_out.update(out.tolist())
+                left_out.add(v)
             done += 1
             merged = True
             break
         if not merged:
             break
     return labels, done, np.array(sorted(left_out), np.int64)
+
+
+def _rejoins(
+    tab: _Table,
+    v: int,
+    kept: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    cost: np.ndarray,
+    w: np.ndarray,
+    max_cost: float,
+) -> bool:
+    """A view left out only for disagreeing on the floor with one other camera's view rejoins.
+
+    Once the merge is made, a tracklet whose own camera holds nothing of the
+    cluster at the same time, and that agrees with the cluster's other views
+    (mean cost at most ``max_cost``), is that person: the disagreement was one
+    view's feet put off (clothing the colour of the floor, a prop), not a second
+    person.
+    """
+    same = kept[tab.camera[kept] == tab.camera[v]]
+    if ((tab.first[same] <= tab.last[v]) & (tab.first[v] <= tab.last[same])).any():
+        return False
+    sel = ((a == v) & np.isin(b, kept)) | ((b == v) & np.isin(a, kept))
+    return bool(sel.any()) and float(np.average(cost[sel], weights=w[sel])) <= max_cost
 
 
 def _conflict_victims(

@@ -842,7 +842,7 @@ def _link_costs(
 
 def _pass1(
     tab: _Table, cov: _Covisible, constraints: _Constraints, config: AssociationConfig
-) -> tuple[np.ndarray, dict]:
+) -> tuple[np.ndarray, dict, np.ndarray]:
     # A tracklet shorter than min_common_frames is judged on all the frames it has:
     # a fragment of a few frames still deserves its person's id.
     on_floor = np.bincount(tab.obs_tracklet[tab.finite], minlength=tab.n)

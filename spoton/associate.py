@@ -1221,7 +1221,7 @@ def _match_gallery(
     fps: float,
     config: AssociationConfig,
     handoff: Mapping[int, Mapping[int, float]] | None = None,
-    starters: Mapping[int, "_States"] | None = None,
+    starters: Mapping[int, _States] | None = None,
 ) -> dict[int, int]:
     """Cluster index -> existing global id, by Hungarian on border continuity + appearance.
 
@@ -1281,7 +1281,7 @@ def _match_gallery(
 def _starters_vote(
     cost: np.ndarray,
     impossible: np.ndarray,
-    starters: Mapping[int, "_States"],
+    starters: Mapping[int, _States],
     c: np.ndarray,
     i: np.ndarray,
     app: np.ndarray,

@@ -499,6 +499,11 @@ def _blend(primary: np.ndarray, appearance_cost: np.ndarray, weight: float) -> n
 # ---------------------------------------------------------- constraints
 
 
+def _at_once(tab: _Table, ma: np.ndarray, mb: np.ndarray) -> np.ndarray:
+    """(len(ma), len(mb)): which tracklet pairs share some frame span."""
+    return (tab.first[ma][:, None] <= tab.last[mb][None, :]) & (tab.first[mb][None, :] <= tab.last[ma][:, None])
+
+
 class _Constraints:
     """Member-level hard constraints, checked whenever two clusters would merge."""
 
@@ -532,7 +537,7 @@ class _Constraints:
 
     def compatible(self, ma: np.ndarray, mb: np.ndarray) -> bool:
         tab = self.tab
-        co = (tab.first[ma][:, None] <= tab.last[mb][None, :]) & (tab.first[mb][None, :] <= tab.last[ma][:, None])
+        co = _at_once(tab, ma, mb)
         same = tab.camera[ma][:, None] == tab.camera[mb][None, :]
         if (co & same).any():
             return False
@@ -1008,13 +1013,12 @@ def _reunite(
             if ka.size == 0 or kb.size == 0 or not constraints.compatible(ka, kb):
                 continue
             # What stays must still agree: re-average the cross edges without the victims.
-            sel = (np.isin(a, ka) & np.isin(b, kb)) | (np.isin(a, kb) & np.isin(b, ka))
-            if not sel.any() or np.average(cost[sel], weights=w[sel]) > config.reunite_max_cost:
+            if not _mean_cost((a, b, cost, w), ka, kb) <= config.reunite_max_cost:
                 continue
             labels[kb] = ga
             kept = np.concatenate([ka, kb])
             for v in out.tolist():
-                if _rejoins(tab, v, kept, a, b, cost, w, config.reunite_max_cost):
+                if _rejoins(tab, v, kept, (a, b, cost, w), config.reunite_max_cost):
                     labels[v] = ga
                     kept = np.append(kept, v)
                     continue
@@ -1029,14 +1033,18 @@ def _reunite(
     return labels, done, np.array(sorted(left_out), np.int64)
 
 
+def _mean_cost(edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], xs: np.ndarray, ys: np.ndarray) -> float:
+    """Weighted mean cost of the (finite) edges between tracklet sets ``xs`` and ``ys``; NaN when none."""
+    a, b, cost, w = edges
+    sel = (np.isin(a, xs) & np.isin(b, ys)) | (np.isin(a, ys) & np.isin(b, xs))
+    return float(np.average(cost[sel], weights=w[sel])) if sel.any() else float("nan")
+
+
 def _rejoins(
     tab: _Table,
     v: int,
     kept: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    cost: np.ndarray,
-    w: np.ndarray,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     max_cost: float,
 ) -> bool:
     """A view left out only for disagreeing on the floor with one other camera's view rejoins.
@@ -1048,10 +1056,9 @@ def _rejoins(
     person.
     """
     same = kept[tab.camera[kept] == tab.camera[v]]
-    if ((tab.first[same] <= tab.last[v]) & (tab.first[v] <= tab.last[same])).any():
+    if _at_once(tab, np.array([v]), same).any():
         return False
-    sel = ((a == v) & np.isin(b, kept)) | ((b == v) & np.isin(a, kept))
-    return bool(sel.any()) and float(np.average(cost[sel], weights=w[sel])) <= max_cost
+    return _mean_cost(edges, np.array([v]), kept) <= max_cost
 
 
 def _conflict_victims(
@@ -1062,9 +1069,8 @@ def _conflict_victims(
     None when a victim is not clearly the lesser view (more than ``max_share``
     of its rival's frames).
     """
-    co = (tab.first[ma][:, None] <= tab.last[mb][None, :]) & (tab.first[mb][None, :] <= tab.last[ma][:, None])
     victims: set[int] = set()
-    for i, j in zip(*np.nonzero(co), strict=True):
+    for i, j in zip(*np.nonzero(_at_once(tab, ma, mb)), strict=True):
         x, y = int(ma[i]), int(mb[j])
         if tab.camera[x] != tab.camera[y] and not constraints._never_close(x, y):
             continue
@@ -1241,17 +1247,7 @@ def _match_gallery(
         d = 1.0 - np.einsum("ij,ij->i", st.embedding[c].astype(np.float64), gallery.embedding[i].astype(np.float64))
         app = np.where(st.has_embedding[c] & gallery.has_embedding[i], d, np.nan)
     start = np.where(st.start_frame[c] >= 0, st.start_frame[c], st.span_first[c])
-    cost, impossible = _link_costs(
-        gallery.last_frame[i],
-        gallery.last_xy[i].astype(np.float64),
-        gallery.last_velocity[i].astype(np.float64),
-        start,
-        st.start_xy[c],
-        st.start_vel[c],
-        app,
-        fps,
-        config,
-    )
+    cost, impossible = _continues(gallery, i, start, st.start_xy[c], st.start_vel[c], app, fps, config)
     if starters:
         cost, impossible = _starters_vote(cost, impossible, starters, c, i, app, gallery, fps, config)
     share = np.zeros(c.shape[0])
@@ -1278,6 +1274,30 @@ def _match_gallery(
     return {int(r): int(gallery.global_id[k]) for r, k in zip(rows, cols, strict=True) if feasible[r, k]}
 
 
+def _continues(
+    gallery: IdentityGallery,
+    gi: np.ndarray,
+    start_frame: np.ndarray,
+    start_xy: np.ndarray,
+    start_vel: np.ndarray,
+    app: np.ndarray,
+    fps: float,
+    config: AssociationConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_link_costs`` of gallery identities (rows ``gi``) continuing as the given starts."""
+    return _link_costs(
+        gallery.last_frame[gi],
+        gallery.last_xy[gi].astype(np.float64),
+        gallery.last_velocity[gi].astype(np.float64),
+        start_frame,
+        start_xy,
+        start_vel,
+        app,
+        fps,
+        config,
+    )
+
+
 def _starters_vote(
     cost: np.ndarray,
     impossible: np.ndarray,
@@ -1301,18 +1321,7 @@ def _starters_vote(
         rows = np.flatnonzero(c == k)
         m = ts.start_xy.shape[0]
         rr, tt = np.repeat(rows, m), np.tile(np.arange(m), rows.shape[0])
-        gi = i[rr]
-        tc, ti = _link_costs(
-            gallery.last_frame[gi],
-            gallery.last_xy[gi].astype(np.float64),
-            gallery.last_velocity[gi].astype(np.float64),
-            ts.start_frame[tt],
-            ts.start_xy[tt],
-            ts.start_vel[tt],
-            app[rr],
-            fps,
-            config,
-        )
+        tc, ti = _continues(gallery, i[rr], ts.start_frame[tt], ts.start_xy[tt], ts.start_vel[tt], app[rr], fps, config)
         tc = np.where(np.isfinite(tc), tc, 1.0).reshape(rows.shape[0], m)
         ti = ti.reshape(rows.shape[0], m)
         cost[rows] = np.median(tc, axis=1)
@@ -1415,17 +1424,15 @@ def _update_gallery(
     )
 
 
-def _unconfirmed(
-    tab: _Table, members: list[np.ndarray], matched: Mapping[int, int], env: Environment, config: AssociationConfig
-) -> set[int]:
-    """Clusters that are no person: brief, seen by one camera only, where other cameras look too.
+def _unconfirmed(tab: _Table, members: list[np.ndarray], env: Environment, config: AssociationConfig) -> set[int]:
+    """Clusters that may be no person: brief, never seen by two cameras at once, where others look too.
 
     A person standing where two or more cameras look is seen by more than one
     of them (that is what overlapping views are for); a short track that no
-    other camera confirms is a split box, a shadow or a reflection. It gets
-    no identity (its rows stay in the camera's raw tracks). Clusters that
-    continue a known identity, long ones, and those where only one camera
-    looks are kept.
+    other camera confirms is a split box, a shadow or a reflection. Unless it
+    continues a known identity (the caller matches these last), it gets no
+    identity (its rows stay in the camera's raw tracks). Long clusters and
+    those where only one camera looks are kept.
     """
     if config.min_identity_s <= 0:
         return set()
@@ -1435,7 +1442,7 @@ def _unconfirmed(
     min_frames = config.min_identity_s * env.fps
     out: set[int] = set()
     for c, m in enumerate(members):
-        if c in matched or _seen_together(tab, m) or tab.length[m].sum() >= min_frames:
+        if _seen_together(tab, m) or tab.length[m].sum() >= min_frames:
             continue
         xy = tab.obs_xy[_expand(tab.obs_start[m], tab.length[m])[0]]
         xy = xy[np.isfinite(xy).all(axis=1)]
@@ -1449,9 +1456,8 @@ def _unconfirmed(
 
 def _seen_together(tab: _Table, m: np.ndarray) -> bool:
     """Two cameras saw the cluster at the same time (views one after another confirm nothing)."""
-    cam, first, last = tab.camera[m], tab.first[m], tab.last[m]
-    co = (first[:, None] <= last[None, :]) & (first[None, :] <= last[:, None]) & (cam[:, None] != cam[None, :])
-    return bool(co.any())
+    cam = tab.camera[m]
+    return bool((_at_once(tab, m, m) & (cam[:, None] != cam[None, :])).any())
 
 
 def _subset_states(st: _States, keep: np.ndarray) -> _States:
@@ -1522,7 +1528,7 @@ def associate(
     handoff = _handoff_support(tab, labels, votes)
     st = _states(tab, labels, k, env.fps, config)
     members = _groups(labels, k)
-    weak = _unconfirmed(tab, members, {}, env, config)
+    weak = _unconfirmed(tab, members, env, config)
     # A view left out of its person's cluster (a duplicate box) that nothing else
     # joined is that person again, not someone new: it may continue an identity
     # of the gallery but opens none.

@@ -120,6 +120,22 @@ def test_temporal_median_removes_moving_objects():
         temporal_median([])
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 24, 25, 26, 50, 61])
+def test_temporal_median_is_the_exact_rank_n_half_value(n):
+    # The selection network must give np.partition's answer bit for bit, ties included.
+    rng = np.random.default_rng(n)
+    frames = [rng.integers(0, 8 if n % 2 else 256, (5, 7, 3), dtype=np.uint8) for _ in range(n)]
+    before = [f.copy() for f in frames]
+    expected = np.partition(np.stack(frames), n // 2, axis=0)[n // 2]
+    got = temporal_median(frames)
+    assert got.dtype == np.uint8 and np.array_equal(got, expected)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, before, strict=True))  # inputs untouched
+    got[...] = 0
+    assert all(np.array_equal(a, b) for a, b in zip(frames, before, strict=True))  # no alias of an input
+    with pytest.raises(ValueError, match="one shape"):
+        temporal_median([frames[0], np.zeros((5, 8, 3), np.uint8)])
+
+
 def test_bgsub_finds_a_walking_person_and_nothing_on_an_empty_frame(camera):
     floor, frames, boxes = walking_frames(camera, [(6.0, 5.0, 0.2, 0.0)])
     det = BgSubDetector(camera).fit(frames)
@@ -315,7 +331,7 @@ def test_bgsub_background_from_neighbouring_sub_videos_finds_someone_standing_st
     assert with_context.context_used == 2
     found = with_context.detect(probe)
     assert len(found) == 1 and iou(found.xyxy[0], standing) > 0.6
-    assert len(list(cache.glob("*.npy"))) == 3  # each sub-video sampled once, reused by its neighbours
+    assert len(list(cache.glob("*.npz"))) == 3  # each sub-video sampled once, reused by its neighbours
     again = BgSubDetector(camera, bg_samples=12, sample_cache=cache)
     again.prepare(current, context=[before, after])
     assert np.array_equal(again.background, with_context.background)

@@ -669,6 +669,7 @@ class BgSubDetector:
         From ``sample_cache`` when it holds them: kept at work resolution, a
         sixteenth of the full frames' bytes at 1080p.
         """
+
         def sample() -> tuple[tuple[int, int], list[np.ndarray]]:
             frames = [_check_frame(f) for f in sample_frames(video_path, self.bg_samples)]
             sizes = {(f.shape[1], f.shape[0]) for f in frames}

@@ -125,6 +125,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(out=Path(args.out), regenerate=args.regenerate)
 
 
+def cmd_build_native(args: argparse.Namespace) -> int:
+    from spoton.track import NATIVE_TRACKERS, build_native
+
+    names = tuple(args.trackers) or NATIVE_TRACKERS
+    try:
+        built = build_native(names)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        print("the Python trackers still work (tracker option backend: python), only slower", file=sys.stderr)
+        return 1
+    for name, path in built.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spoton", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("environments", help="list configured environments")
     p.set_defaults(func=cmd_environments)
+
+    p = sub.add_parser("build-native", help="build boxmot's C++ trackers (bytetrack, ocsort): 5x faster tracking")
+    p.add_argument("trackers", nargs="*", help="which ones (default: all that have a C++ backend)")
+    p.set_defaults(func=cmd_build_native)
 
     p = sub.add_parser("demo", help="generate the demo scene, run the flow, render results")
     p.add_argument("--out", default=str(PROJECT_ROOT / "out" / "demo"))

@@ -6,13 +6,16 @@ import pytest
 
 from spoton.embed import ColorEmbedder
 from spoton.track import (
+    NATIVE_TRACKERS,
     TRACK_COLUMNS,
     TRACK_ID_STRIDE,
     Appearance,
     CameraTracker,
     PostprocessConfig,
+    build_native,
     link_fragments,
     make_tracker,
+    native_library,
     postprocess_tracks,
     split_at_appearance_changes,
     split_tracker_options,
@@ -110,6 +113,63 @@ def test_options_are_validated():
     assert opts == {"track_buffer": 5} and post.min_frames == 3 and post.max_gap == 0
     with pytest.raises(ValueError, match="min_frames"):
         PostprocessConfig(min_frames=-1)
+
+
+def noisy_crowd(seed: int, frames: int = 120) -> list[Detections]:
+    """People walking and crossing, with box jitter, missed detections and false positives."""
+    rng = np.random.default_rng(seed)
+    people = [(rng.uniform(50, 550), rng.uniform(60, 250), rng.uniform(-3, 3), rng.uniform(-1, 1)) for _ in range(7)]
+    out = []
+    for k in range(frames):
+        boxes, confs = [], []
+        for x, y, vx, vy in people:
+            if rng.random() < 0.1:
+                continue  # missed
+            cx, cy = x + vx * k + rng.normal(0, 2), y + vy * k + rng.normal(0, 2)
+            boxes.append((cx - 15, cy - 40, cx + 15, cy + 40))
+            confs.append(rng.uniform(0.55, 1.0))
+        for _ in range(rng.integers(0, 3)):  # clutter
+            cx, cy = rng.uniform(0, 640), rng.uniform(0, 360)
+            boxes.append((cx - 10, cy - 25, cx + 10, cy + 25))
+            confs.append(rng.uniform(0.1, 0.6))
+        xyxy = np.array(boxes, np.float32).reshape(-1, 4)
+        out.append(Detections(xyxy, np.array(confs, np.float32), np.full(len(xyxy), PERSON_CLASS_ID)))
+    return out
+
+
+@pytest.mark.parametrize("name", NATIVE_TRACKERS)
+def test_the_cpp_trackers_give_the_python_trackers_tracks(name):
+    # `make venv` builds them (spoton build-native); a machine that cannot must say so here.
+    assert native_library(name) is not None, (
+        f"boxmot's C++ {name} is not built: run `.venv/bin/spoton build-native` and read its error"
+    )
+    assert build_native((name,)) == {name: native_library(name)}  # built once, then kept
+    seq = noisy_crowd(seed=len(name))
+    fast = CameraTracker(name, {"backend": "auto"}, camera_id="c01", chunk_index=1)
+    slow = CameraTracker(name, {"backend": "python"}, camera_id="c01", chunk_index=1)
+    assert (fast.backend, slow.backend) == ("cpp", "python")
+    rows = 0
+    for k, d in enumerate(seq):
+        a, b = fast.update(k, FRAME, d), slow.update(k, FRAME, d)
+        np.testing.assert_array_equal(a.track_id, b.track_id)  # same ids, numbered alike
+        np.testing.assert_allclose(a.xyxy, b.xyxy, atol=1e-3)
+        np.testing.assert_array_equal(a.confidence, b.confidence)
+        rows += len(a)
+    assert rows > 3 * len(seq)  # the sequence really was tracked (7 people, some leave the view)
+
+
+def test_the_tracker_backend_is_validated():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        make_tracker("bytetrack", backend="rust")
+    with pytest.raises(ValueError, match="'strongsort' has no C\\+\\+ backend"):
+        make_tracker("strongsort", backend="cpp")
+    with pytest.raises(ValueError, match=r"\['max_age'\] exist only in boxmot's Python"):
+        make_tracker("bytetrack", backend="cpp", max_age=30)
+    # auto takes Python where an option exists only there, and for trackers without C++.
+    assert make_tracker("bytetrack", max_age=30).spoton_backend == "python"
+    assert make_tracker("botsort").spoton_backend == "python"
+    with pytest.raises(ValueError, match="no C\\+\\+ backend here"):
+        build_native(("botsort",))
 
 
 def table(rows: list[tuple[int, int, float, float, float, float]]) -> pd.DataFrame:

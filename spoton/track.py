@@ -46,8 +46,8 @@ APPEARANCE_TRACKERS = frozenset({"botsort", "strongsort", "deepocsort"})
 # (botsort's also needs OpenCV's calib3d and video modules: hundreds of packages more).
 NATIVE_TRACKERS = ("bytetrack", "ocsort")
 BACKENDS = ("auto", "cpp", "python")
-# Options boxmot's Python trackers take and its C++ ones refuse.
-_PYTHON_ONLY_OPTIONS = frozenset({"max_age", "min_hits", "iou_threshold", "per_class"})
+# Options the C++ trackers take beyond their YAML defaults (boxmot.trackers.box.<name>.native).
+_NATIVE_EXTRA_OPTIONS = {"bytetrack": ("max_obs",), "ocsort": ("iou_threshold", "max_obs")}
 _OPENCV_SHIM = Path(__file__).resolve().parent / "native" / "opencv4"
 NATIVE_REQUIREMENTS = (
     "CMake 3.16+, a C++17 compiler, OpenCV 4 core + imgproc headers and Eigen 3 "
@@ -132,12 +132,84 @@ def build_native(names: tuple[str, ...] = NATIVE_TRACKERS) -> dict[str, Path]:
     return out
 
 
+def _native_options(key: str) -> set[str]:
+    """Options boxmot's C++ ``key`` takes: its defaults and extras, less the Kalman tuning it refuses."""
+    from boxmot.trackers.config import load_tracker_defaults
+
+    defaults = load_tracker_defaults(key)
+    return {k for k in defaults if k != "variable_dt" and not k.startswith("kf_")} | set(_NATIVE_EXTRA_OPTIONS[key])
+
+
+class _NativeTracker:
+    """boxmot's C++ ``bytetrack`` / ``ocsort`` through boxmot's own ctypes binding.
+
+    The same library and configuration as boxmot's C++ adapter (``create_tracker``
+    with backend "cpp"), minus the adapter: that one imports torch (3 s in each
+    worker process) and spends more time per frame than the tracker itself.
+    ``update`` takes and returns boxmot's numpy rows (x1 y1 x2 y2 conf cls in,
+    x1 y1 x2 y2 id conf cls det_ind out).
+    """
+
+    _libraries: dict[str, Any] = {}
+
+    def __init__(self, key: str, options: dict[str, Any]) -> None:
+        import importlib
+
+        from boxmot.trackers.config import load_tracker_defaults
+
+        cfg = {k: v for k, v in load_tracker_defaults(key).items() if k != "variable_dt" and not k.startswith("kf_")}
+        cfg.update(options)
+        if key == "ocsort":  # as boxmot.trackers.box.ocsort.native
+            cfg.setdefault("iou_threshold", 0.3)
+            cfg.setdefault("max_obs", int(cfg["max_age"]) + 5)
+        library = self._libraries.get(key)
+        if library is None:
+            path = native_library(key)
+            if path is None:
+                raise ValueError(f"the C++ {key} is not built: run `spoton build-native` (needs {NATIVE_REQUIREMENTS})")
+            binding = importlib.import_module(f"boxmot.native.trackers.{key}")
+            cls = {"bytetrack": "ByteTrackLibrary", "ocsort": "OcSortLibrary"}[key]
+            library = self._libraries[key] = getattr(binding, cls)(path)
+        self._library = library
+        try:
+            self._handle = library.create(cfg)
+        except RuntimeError as e:
+            raise ValueError(f"boxmot's C++ {key} refused its options {sorted(options.items())}: {e}") from e
+
+    def update(self, dets: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
+        d = np.asarray(dets, np.float64).reshape(-1, 6)
+        batch = self._library.update(
+            self._handle,
+            geometry=np.ascontiguousarray(d[:, :4], np.float32),
+            scores=np.ascontiguousarray(d[:, 4], np.float32),
+            class_ids=d[:, 5].astype(np.int64),
+            detection_indices=np.arange(len(d), dtype=np.int64),
+            embeddings=None,
+            image=frame,
+        )
+        n = len(batch.track_ids)
+        rows = np.empty((n, 8), np.float64)
+        if n:
+            rows[:, :4] = np.asarray(batch.geometry, np.float32).reshape(n, 4)
+            rows[:, 4] = batch.track_ids
+            rows[:, 5] = np.asarray(batch.scores, np.float32)
+            rows[:, 6] = batch.class_ids
+            rows[:, 7] = batch.detection_indices
+        return rows
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle:
+            self._library.destroy(handle)
+            self._handle = None
+
+
 def _resolve_backend(key: str, backend: str, options: dict[str, Any]) -> str:
     """'cpp' or 'python' for tracker ``key`` given the option ``backend`` (auto, cpp, python)."""
     choice = str(backend).strip().lower()
     if choice not in BACKENDS:
         raise ValueError(f"tracker option backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    python_only = sorted(set(options) & _PYTHON_ONLY_OPTIONS)
+    python_only = sorted(set(options) - _native_options(key)) if key in NATIVE_TRACKERS else []
     if choice == "python":
         return "python"
     if choice == "cpp":
@@ -163,15 +235,12 @@ def make_tracker(
     The tracker's ``spoton_backend`` attribute says which one it is.
     """
     from boxmot.trackers.config import load_tracker_config
-    from boxmot.trackers.factory import create_tracker
-    from boxmot.trackers.specs import TrackerSpec
 
     key = name.strip().lower()
     if key not in TRACKERS:
         raise ValueError(f"unknown tracker {name!r}; choose one of {', '.join(TRACKERS)}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    _quiet_boxmot()
     merged = _static_camera_defaults(key, fps)
     if key in ("botsort", "deepocsort"):
         merged["use_embeddings"] = bool(use_embeddings)
@@ -187,9 +256,15 @@ def make_tracker(
     unknown = sorted(set(merged) - known)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for tracker {key!r}; known: {sorted(known)}")
-    chosen = _resolve_backend(key, backend, options)
-    spec = TrackerSpec(key, backend=chosen, options=tuple(sorted(merged.items())))
-    tracker = create_tracker(spec)
+    chosen = _resolve_backend(key, backend, merged)
+    if chosen == "cpp":
+        tracker: Any = _NativeTracker(key, merged)
+    else:
+        from boxmot.trackers.factory import create_tracker
+        from boxmot.trackers.specs import TrackerSpec
+
+        _quiet_boxmot()
+        tracker = create_tracker(TrackerSpec(key, options=tuple(sorted(merged.items()))))
     tracker.spoton_backend = chosen
     return tracker
 

@@ -237,13 +237,22 @@ def process_camera_chunk(
 
 
 def _limit_threads() -> None:
-    """One compute thread per worker process: the parallelism comes from the processes."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import cv2
-    import torch
+    """One compute thread per worker process: the parallelism comes from the processes.
 
-    torch.set_num_threads(1)
+    torch is not imported for this (3 s per process, and the default weightless
+    pipeline never needs it): set before its import, OMP_NUM_THREADS gives it one
+    intra-op thread too.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    import sys
+
+    import cv2
+
     cv2.setNumThreads(1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def neighbours(paths: Sequence[str], index: int) -> tuple[str, ...]:

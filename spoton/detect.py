@@ -412,15 +412,44 @@ class VerticalRectifier:
             my = (src[..., 1] / src[..., 2]).astype(np.float32)
         return cv2.convertMaps(mx, my, cv2.CV_16SC2, nninterpolation=True)
 
-    def warp(self, mask: np.ndarray) -> np.ndarray:
+    def warp(self, mask: np.ndarray, content: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """A 0/1 (or bool) work mask in rectified coordinates (nearest neighbour).
 
         A remap through precomputed maps: the same pixels as ``cv2.warpPerspective``
-        at a third of its cost per frame.
+        at a third of its cost per frame. ``content`` (x, y, w, h in work px, as
+        ``cv2.boundingRect`` gives it) bounds the mask's non-zero pixels: only
+        the part of the canvas they can land on is remapped, the rest is zero.
         """
         m1, m2 = self._maps
-        out = cv2.remap(mask.view(np.uint8), m1, m2, cv2.INTER_NEAREST, borderValue=0)
+        src = mask.view(np.uint8)
+        if content is None:
+            out = cv2.remap(src, m1, m2, cv2.INTER_NEAREST, borderValue=0)
+        else:
+            out = np.zeros((self.size[1], self.size[0]), np.uint8)
+            region = self.region_of(content)
+            if region is not None:
+                x0, y0, x1, y1 = region
+                sub2 = None if m2 is None else m2[y0:y1, x0:x1]  # nearest neighbour: one map
+                out[y0:y1, x0:x1] = cv2.remap(src, m1[y0:y1, x0:x1], sub2, cv2.INTER_NEAREST, borderValue=0)
         return out.view(bool) if mask.dtype == bool else out
+
+    def region_of(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+        """Canvas (x0, y0, x1, y1) holding every rectified pixel whose source lies in work ``rect``.
+
+        Nearest-neighbour sources are rounded: the rectangle grows by a pixel
+        before its corners are mapped, and the result by two more. None when
+        ``rect`` is empty.
+        """
+        x, y, w, h = rect
+        if w <= 0 or h <= 0:
+            return None
+        corners = np.array([[x - 1, y - 1], [x + w, y - 1], [x - 1, y + h], [x + w, y + h]], np.float64)
+        pts = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), self.H).reshape(-1, 2)
+        cw, ch = self.size
+        x0, y0 = (max(int(np.floor(v)) - 2, 0) for v in pts.min(axis=0))
+        x1, y1 = (int(np.ceil(v)) + 3 for v in pts.max(axis=0))
+        x1, y1 = min(x1, cw), min(y1, ch)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
     def boxes_back(self, boxes: np.ndarray, body: np.ndarray, work_shape: tuple[int, int]) -> np.ndarray:
         """Rectified xyxy boxes -> boxes in work px around the people they hold.
@@ -865,7 +894,8 @@ class BgSubDetector:
         r = self.rectifier
         if r is not None:
             # One warp for both masks (bit 0: foreground, bit 1: shadow-coloured; nearest neighbour).
-            both = r.warp(fg.mask | (fg.shadowish.view(np.uint8) << 1))
+            # Only the canvas the foreground can land on (a third of it, typically) is remapped.
+            both = r.warp(fg.mask | (fg.shadowish.view(np.uint8) << 1), cv2.boundingRect(fg.mask))
             fg = _Foreground(both & 1, (both >> 1).view(bool), fg.scale, self._valid, self._valid_integral)
         boxes, conf = self._boxes(fg)
         if r is not None:
@@ -924,9 +954,23 @@ class BgSubDetector:
         mask = fg.mask
         # Groups: components after a vertical dilation, so a person cut into
         # pieces (head / body) is fitted as one group; fitting uses the raw mask.
-        grouped = cv2.dilate(mask, _KERNEL_GROUP)
+        # Dilation and labelling run on the foreground's bounding box (grown by the
+        # kernel's reach): the same groups without the empty rest of the image.
+        # The crop starts on even rows and columns so BBDT's 2x2 blocks, and with
+        # them the labels' numbering, stay as on the whole image.
+        bx, by, bw_, bh_ = cv2.boundingRect(mask)
+        if bw_ == 0 or bh_ == 0:
+            return np.zeros((0, 4), np.float64), np.zeros(0, np.float32)
+        kh, kw = _KERNEL_GROUP.shape
+        cx0, cy0 = max(bx - kw // 2, 0) & ~1, max(by - kh // 2, 0) & ~1
+        cx1, cy1 = min(bx + bw_ + kw // 2, mask.shape[1]), min(by + bh_ + kh // 2, mask.shape[0])
+        grouped = cv2.dilate(mask[cy0:cy1, cx0:cx1], _KERNEL_GROUP)
         # Block-based labelling (BBDT): the same labels as the default, in 60 % of its time.
-        n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(grouped, 8, cv2.CV_32S, cv2.CCL_BBDT)
+        n, crop_labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(grouped, 8, cv2.CV_32S, cv2.CCL_BBDT)
+        labels = np.zeros(mask.shape, np.int32)
+        labels[cy0:cy1, cx0:cx1] = crop_labels
+        stats[:, 0] += cx0
+        stats[:, 1] += cy0
         boxes: list[np.ndarray] = []
         confs: list[float] = []
         for label, (x, y, bw, bh, _area) in enumerate(stats[1:n], start=1):

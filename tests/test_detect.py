@@ -498,3 +498,22 @@ def test_vertical_rectifier_turns_world_verticals_into_columns():
     # A level camera already sees verticals as columns; one looking straight down sees them all meet.
     assert VerticalRectifier.for_camera(look_at_camera((0, -8, 1.5), (0, 10, 1.5)).vertical_vp, (H, W), 1.0) is None
     assert VerticalRectifier.for_camera(look_at_camera((0, -0.1, 8.0), (0, 0, 0)).vertical_vp, (H, W), 1.0) is None
+
+
+def test_warping_only_the_foregrounds_part_of_the_canvas_changes_no_pixel():
+    from spoton.detect import VerticalRectifier
+
+    geo = look_at_camera((0.0, -8.0, 4.5), (0.0, 2.0, 0.0), f=260.0)
+    r = VerticalRectifier.for_camera(geo.vertical_vp, (H, W), 1.0)
+    assert r is not None
+    rng = np.random.default_rng(7)
+    for k in range(30):
+        mask = np.zeros((H, W), np.uint8)
+        for _ in range(k % 4 + 1):  # blobs anywhere, the image borders included
+            x, y = int(rng.integers(0, W)), int(rng.integers(0, H))
+            mask[max(y - 20, 0) : y + int(rng.integers(1, 40)), max(x - 5, 0) : x + int(rng.integers(1, 12))] = 1
+        mask |= (rng.random((H, W)) < 0.5).astype(np.uint8) * mask << 1  # a second bit, as the detector packs it
+        assert np.array_equal(r.warp(mask, cv2.boundingRect(mask)), r.warp(mask))
+    empty = np.zeros((H, W), np.uint8)
+    assert r.warp(empty, cv2.boundingRect(empty)).shape == r.warp(empty).shape
+    assert not r.warp(empty, cv2.boundingRect(empty)).any()

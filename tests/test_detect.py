@@ -120,6 +120,25 @@ def test_temporal_median_removes_moving_objects():
         temporal_median([])
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 6, 25, 50])
+def test_the_counting_medians_equal_numpys(n):
+    import warnings
+
+    from spoton.detect import _median_u8, _nanmedian_rows
+
+    rng = np.random.default_rng(n)
+    vals = rng.integers(0, 256, (n, 300, 3)).astype(np.float32)
+    valid = rng.random((n, 300)) < 0.6
+    valid[:, :5] = False  # no deviating sample at all: NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmedian(np.where(valid[..., None], vals, np.nan), axis=0)
+    got = _nanmedian_rows(vals, valid)
+    assert got.dtype == np.float32 and np.array_equal(got, expected, equal_nan=True)
+    u = rng.integers(0, 256, (n, 7 + n % 2), dtype=np.uint8)  # odd and even counts
+    assert _median_u8(u) == float(np.median(u))
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 24, 25, 26, 50, 61])
 def test_temporal_median_is_the_exact_rank_n_half_value(n):
     # The selection network must give np.partition's answer bit for bit, ties included.

@@ -1077,18 +1077,23 @@ class BgSubDetector:
         # Candidate boxes in ROI coordinates, clipped to the image (a person
         # cut by the image border is scored on what the camera can see); parts
         # outside the ROI hold no foreground, so they count as background.
-        lo, hi = np.minimum, np.maximum  # np.clip costs more than the work on arrays this small
-        bx1 = lo(hi(np.rint(gu - wc / 2.0) - x0, -x0), iw - x0).astype(np.int64)
-        bx2 = lo(hi(np.rint(gu + wc / 2.0) - x0, -x0), iw - x0).astype(np.int64)
-        by1 = lo(hi(np.rint(gv - hc) - y0, -y0), ih - y0).astype(np.int64)
-        by2 = lo(hi(np.rint(gv) - y0 + 1, -y0), ih - y0).astype(np.int64)
-        cx1, cx2 = lo(hi(bx1, 0), rw), lo(hi(bx2, 0), rw)
-        cy1, cy2 = lo(hi(by1, 0), rh), lo(hi(by2, 0), rh)
+        # All four edges at once (x1, y1, x2, y2 rows): few numpy calls, as the arrays are small.
+        half = wc / 2.0
+        edges = np.rint(np.stack([gu - half, gv - hc, gu + half, gv]))
+        edges[3] += 1.0
+        offset = np.array([[x0], [y0], [x0], [y0]], np.float64)
+        limit = np.array([[iw - x0], [ih - y0], [iw - x0], [ih - y0]], np.float64)
+        bx1, by1, bx2, by2 = np.minimum(np.maximum(edges - offset, -offset), limit).astype(np.int64)
+        cx1, cy1, cx2, cy2 = np.minimum(np.maximum(np.stack([bx1, by1, bx2, by2]), 0), [[rw], [rh], [rw], [rh]])
         min_gain = self.min_visible * np.maximum(wc * hc, 1.0)
+        # Flat indices of each box's corners in a (rh+1, rw+1) integral image.
+        stride = rw + 1
+        c22, c12 = cy2 * stride + cx2, cy1 * stride + cx2
+        c21, c11 = cy2 * stride + cx1, cy1 * stride + cx1
 
         def box_sum(img: np.ndarray) -> np.ndarray:
-            ii = cv2.integral(img.view(np.uint8))
-            return ii[cy2, cx2] - ii[cy1, cx2] - ii[cy2, cx1] + ii[cy1, cx1]
+            ii = cv2.integral(img.view(np.uint8)).ravel()
+            return ii.take(c22) - ii.take(c12) - ii.take(c21) + ii.take(c11)
 
         # Only the part of a box above the group's bottom can show background:
         # below it the box may be hidden, and what hides it is no evidence against it.
@@ -1096,8 +1101,9 @@ class BgSubDetector:
         rectified = fgr.valid is not None
         if fgr.valid_integral is not None:  # the view's integral, built once per video
             vi = fgr.valid_integral
-            gx1, gx2, gy1, gy2 = cx1 + x0, cx2 + x0, cy1 + y0, cy2 + y0
-            area = vi[gy2, gx2] - vi[gy1, gx2] - vi[gy2, gx1] + vi[gy1, gx1]
+            gx1, gx2, gy1, gy2 = cx1 + x0, (cx2 + x0), (cy1 + y0) * vi.shape[1], (cy2 + y0) * vi.shape[1]
+            flat = vi.ravel()
+            area = flat.take(gy2 + gx2) - flat.take(gy1 + gx2) - flat.take(gy2 + gx1) + flat.take(gy1 + gx1)
         elif fgr.valid is not None:
             area = box_sum(fgr.valid[y0:y1, x0:x1])
         else:
@@ -1112,11 +1118,18 @@ class BgSubDetector:
             return cov
 
         fill_all = box_sum(fg)
+        min_gain_floor = float(min_gain.min())
 
         def best_given(others: list[np.ndarray]) -> tuple[int, np.ndarray | None]:
             """Best candidate with ``others`` fixed and its fitted box, or (-1, None)."""
             cov = covered(others)
-            neutral = box_sum(fg & cov) if others else np.zeros_like(fill_all)
+            if others:
+                # Too little foreground left uncovered for any candidate: nothing to add (exact shortcut).
+                if np.count_nonzero(fg & ~cov) < min_gain_floor:
+                    return -1, None
+                neutral = box_sum(fg & cov)
+            else:
+                neutral = np.zeros_like(fill_all)
             new_fg = fill_all - neutral
             gain = new_fg - self.bg_weight * (area - new_fg - neutral)
             best = int(np.argmax(gain))

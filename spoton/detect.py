@@ -949,7 +949,9 @@ class BgSubDetector:
         # np.minimum/np.maximum, not np.clip: these arrays are small and np.clip's overhead dominates.
         iu = np.minimum(np.maximum(np.rint(u).astype(np.intp), 0), tw - 1)
         iv = np.minimum(np.maximum(np.rint(v).astype(np.intp), 0), th - 1)
-        return self._size_table[0, iv, iu], self._size_table[1, iv, iu]
+        flat = self._size_table.reshape(2, -1)
+        at = iv * tw + iu
+        return flat[0].take(at), flat[1].take(at)
 
     def _size_at(self, u: np.ndarray, v: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
         """Expected (height, width) in detection px (work, or rectified work) for feet at (u, v) there."""
@@ -1216,20 +1218,23 @@ class BgSubDetector:
         wx1, wx2, wy1, wy2 = max(x1 - mx, 0), min(x2 + mx, rw), max(y1 - my, 0), min(y2 + my, rh)
         if wx2 <= wx1 or wy2 <= wy1:
             return np.array([x1, y1, x2, y2], np.float64)
-        win = fg[wy1:wy2, wx1:wx2].copy()
-        inside = np.zeros_like(win)
-        inside[max(y1 - wy1, 0) : y2 - wy1, max(x1 - wx1, 0) : x2 - wx1] = True
-        win &= inside | ~others[wy1:wy2, wx1:wx2]
+        own = fg[wy1:wy2, wx1:wx2]
+        # Foreground inside the box, and around it where no other box covers it.
+        win = own & ~others[wy1:wy2, wx1:wx2]
+        inside = (slice(max(y1 - wy1, 0), y2 - wy1), slice(max(x1 - wx1, 0), x2 - wx1))
+        win[inside] = own[inside]
         # A column/row counts when a few percent of its length is foreground,
         # so a stray pixel of a neighbour does not widen the box.
         solid = win & ~shadowish[wy1:wy2, wx1:wx2]
+        col_min, row_min = max(1, 0.04 * win.shape[0]), max(1, 0.04 * win.shape[1])
         cols = np.zeros(0, np.int64)
         if body_width:  # width from the body, not from a shadow spreading sideways at the feet
-            cols = np.nonzero(solid.sum(axis=0) >= max(1, 0.04 * win.shape[0]))[0]
+            cols = np.flatnonzero(np.count_nonzero(solid, axis=0) >= col_min)
         if cols.size == 0:
-            cols = np.nonzero(win.sum(axis=0) >= max(1, 0.04 * win.shape[0]))[0]
-        rows = np.nonzero(win.sum(axis=1) >= max(1, 0.04 * win.shape[1]))[0]
-        solid_rows = np.nonzero(solid.sum(axis=1) >= max(1, 0.04 * win.shape[1]))[0]
+            cols = np.flatnonzero(np.count_nonzero(win, axis=0) >= col_min)
+        per_row = np.count_nonzero(win, axis=1)
+        rows = np.flatnonzero(per_row >= row_min)
+        solid_rows = np.flatnonzero(np.count_nonzero(solid, axis=1) >= row_min)
         if cols.size == 0 or rows.size == 0:
             return np.array([x1, y1, x2, y2], np.float64)
         nx1, nx2 = wx1 + cols[0], wx1 + cols[-1] + 1
@@ -1237,8 +1242,8 @@ class BgSubDetector:
         ny2 = wy1 + (solid_rows[-1] if solid_rows.size else rows[-1]) + 1
         # A shadow on the floor below the solid part (a band about as wide as
         # the person, not two legs in grey trousers): the feet stand there, in view.
-        below = win[solid_rows[-1] + 1 :] if solid_rows.size else win[:0]
-        feet_in_view = below.shape[0] > 0 and int(below.sum(axis=1).max()) >= 0.5 * (x2 - x1)
+        below = per_row[solid_rows[-1] + 1 :] if solid_rows.size else per_row[:0]
+        feet_in_view = below.size > 0 and int(below.max()) >= 0.5 * (x2 - x1)
         if ny2 < y2 - 0.12 * h_exp and not feet_in_view:
             ny2 = y2
         return np.array([nx1, ny1, nx2, ny2], np.float64)

@@ -440,7 +440,7 @@ class VerticalRectifier:
             my = (src[..., 1] / src[..., 2]).astype(np.float32)
         return cv2.convertMaps(mx, my, cv2.CV_16SC2, nninterpolation=True)
 
-    def warp(self, mask: np.ndarray, content: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    def warp(self, mask: np.ndarray, content: Sequence[int] | None = None) -> np.ndarray:
         """A 0/1 (or bool) work mask in rectified coordinates (nearest neighbour).
 
         A remap through precomputed maps: the same pixels as ``cv2.warpPerspective``
@@ -461,7 +461,7 @@ class VerticalRectifier:
                 out[y0:y1, x0:x1] = cv2.remap(src, m1[y0:y1, x0:x1], sub2, cv2.INTER_NEAREST, borderValue=0)
         return out.view(bool) if mask.dtype == bool else out
 
-    def region_of(self, rect: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    def region_of(self, rect: Sequence[int]) -> tuple[int, int, int, int] | None:
         """Canvas (x0, y0, x1, y1) holding every rectified pixel whose source lies in work ``rect``.
 
         Nearest-neighbour sources are rounded: the rectangle grows by a pixel

@@ -126,14 +126,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_build_native(args: argparse.Namespace) -> int:
+    from spoton.detect import build_fit_groups
     from spoton.track import NATIVE_TRACKERS, build_native
 
     names = tuple(args.trackers) or NATIVE_TRACKERS
     try:
-        built = build_native(names)
+        built = {"bgsub group fitting": build_fit_groups(), **build_native(names)}
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
-        print("the Python trackers still work (tracker option backend: python), only slower", file=sys.stderr)
+        print("the pipeline still works on its Python code paths, only slower", file=sys.stderr)
         return 1
     for name, path in built.items():
         print(f"{name}: {path}")
@@ -179,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("environments", help="list configured environments")
     p.set_defaults(func=cmd_environments)
 
-    p = sub.add_parser("build-native", help="build boxmot's C++ trackers (bytetrack, ocsort): 5x faster tracking")
+    p = sub.add_parser(
+        "build-native", help="build the C++ parts (bgsub group fitting, bytetrack, ocsort): same results, faster"
+    )
     p.add_argument("trackers", nargs="*", help="which ones (default: all that have a C++ backend)")
     p.set_defaults(func=cmd_build_native)
 

@@ -22,9 +22,12 @@ camera's neighbouring sub-videos, which bgsub samples for its background).
   oracle runs with ground truth as detections).
 """
 
+import ctypes
 import hashlib
 import math
 import os
+import shutil
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -584,6 +587,72 @@ def fit_linear_size(
     return LinearSize(float(slope), float(icpt), aspect)
 
 
+# ------------------------------------------------- native group fitting
+
+_FIT_GROUPS_SOURCE = Path(__file__).resolve().parent / "native" / "fit_groups.cpp"
+FIT_GROUPS_LIBRARY = _FIT_GROUPS_SOURCE.with_name("_fit_groups.so")
+_FIT_GROUPS_ABI = 1
+
+
+class _FitParams(ctypes.Structure):
+    _fields_ = [
+        ("max_hidden", ctypes.c_double),
+        ("min_visible", ctypes.c_double),
+        ("bg_weight", ctypes.c_double),
+        ("max_widen", ctypes.c_double),
+        ("min_fill", ctypes.c_double),
+        ("max_people", ctypes.c_int32),
+        ("rectified", ctypes.c_int32),
+    ]
+
+
+_fit_groups_fn: Any = None  # the loaded entry point; False once found missing or stale
+
+
+def native_fit_groups() -> Any:
+    """The C++ port of ``_fit_group`` for all groups of a frame (``build_fit_groups``), or None."""
+    global _fit_groups_fn
+    if _fit_groups_fn is None:
+        _fit_groups_fn = False
+        lib_path = FIT_GROUPS_LIBRARY
+        if lib_path.is_file() and lib_path.stat().st_mtime >= _FIT_GROUPS_SOURCE.stat().st_mtime:
+            try:
+                lib = ctypes.CDLL(str(lib_path))
+                if lib.spoton_fit_groups_abi() == _FIT_GROUPS_ABI:
+                    fn = lib.spoton_fit_groups
+                    fn.restype = ctypes.c_int64
+                    p, i64 = ctypes.c_void_p, ctypes.c_int64
+                    fn.argtypes = [p, p, p, i64, i64, p, i64, p, i64, i64, p, ctypes.POINTER(_FitParams), p, p, p, i64]
+                    _fit_groups_fn = fn
+            except OSError:
+                pass  # unloadable (another platform's build): the Python path
+    return _fit_groups_fn or None
+
+
+def build_fit_groups(compiler: str | None = None) -> Path:
+    """Compile the C++ group fitting next to its source; returns the library's path.
+
+    Needs a C++17 compiler (``c++``, or ``$CXX``). No fused multiply-adds, so
+    its arithmetic is NumPy's to the bit.
+    """
+    global _fit_groups_fn
+    cxx = compiler or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if not cxx:
+        raise RuntimeError("cannot build the C++ group fitting: no C++ compiler (c++, g++ or $CXX) found")
+    tmp = FIT_GROUPS_LIBRARY.with_suffix(f".{os.getpid()}.tmp")
+    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-o", str(tmp), str(_FIT_GROUPS_SOURCE)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise RuntimeError(f"cannot build the C++ group fitting: {cxx}: {e}") from e
+    if done.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"cannot build the C++ group fitting: {' '.join(cmd)}\n{done.stderr.strip()}")
+    os.replace(tmp, FIT_GROUPS_LIBRARY)
+    _fit_groups_fn = None  # load the new build on next use
+    return FIT_GROUPS_LIBRARY
+
+
 # ------------------------------------------------------------------ bgsub
 
 
@@ -628,6 +697,7 @@ class BgSubDetector:
         uncover_standing: bool = True,
         rectify: bool = True,
         sample_cache: Path | str | None = None,
+        native: bool | None = None,
     ) -> None:
         if not 64 <= work_width <= 4096:
             raise ValueError(f"work_width must be in [64, 4096] px, got {work_width}")
@@ -672,6 +742,13 @@ class BgSubDetector:
         self.max_widen = float(max_widen)
         self.uncover_standing = bool(uncover_standing)
         self.rectify = bool(rectify)
+        # Group fitting in C++ (identical boxes, a tenth of the time): None uses it when built.
+        if native and native_fit_groups() is None:
+            raise ValueError(
+                f"bgsub option native=True needs the C++ group fitting: run `spoton build-native` "
+                f"(builds {FIT_GROUPS_LIBRARY.name} from {_FIT_GROUPS_SOURCE.name} with a C++17 compiler)"
+            )
+        self.native = native
         self.rectifier: VerticalRectifier | None = None  # set by fit() for calibrated, tilted views
         self._valid: np.ndarray | None = None  # the rectified view's inside
         self._valid_integral: np.ndarray | None = None  # its integral image
@@ -1003,6 +1080,9 @@ class BgSubDetector:
         labels[cy0:cy1, cx0:cx1] = crop_labels
         stats[:, 0] += cx0
         stats[:, 1] += cy0
+        fit = native_fit_groups() if self.native is not False and self._size_table is not None else None
+        if fit is not None and self.size is not None:
+            return self._fit_groups_native(fit, fg, labels, stats, n)
         boxes: list[np.ndarray] = []
         confs: list[float] = []
         for label, (x, y, bw, bh, _area) in enumerate(stats[1:n], start=1):
@@ -1026,6 +1106,60 @@ class BgSubDetector:
         if not boxes:
             return np.zeros((0, 4), np.float64), np.zeros(0, np.float32)
         return np.stack(boxes), np.clip(np.asarray(confs, np.float32), 0.0, 1.0)
+
+    def _fit_groups_native(
+        self, fit: Any, fg: _Foreground, labels: np.ndarray, stats: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``_fit_group`` for every group at once, in C++ (spoton/native/fit_groups.cpp)."""
+        assert self._size_table is not None
+        mask = np.ascontiguousarray(fg.mask, np.uint8)
+        shadow = np.ascontiguousarray(fg.shadowish).view(np.uint8)
+        labels = np.ascontiguousarray(labels, np.int32)
+        stats = np.ascontiguousarray(stats, np.int32)
+        table = np.ascontiguousarray(self._size_table, np.float32)
+        vi = None if fg.valid_integral is None else np.ascontiguousarray(fg.valid_integral, np.int32)
+        if fg.valid is not None and vi is None:
+            vi = np.asarray(cv2.integral(np.ascontiguousarray(fg.valid).view(np.uint8)), np.int32)
+        cap = self.max_people_per_blob * max(n - 1, 1)
+        out_box, out_fill, out_h = np.empty((cap, 4)), np.empty(cap), np.empty(cap, np.float32)
+        params = _FitParams(
+            self.max_hidden,
+            self.min_visible,
+            self.bg_weight,
+            self.max_widen,
+            self.min_fill,
+            self.max_people_per_blob,
+            int(fg.valid is not None),
+        )
+        ih, iw = mask.shape
+        k = fit(
+            mask.ctypes.data,
+            shadow.ctypes.data,
+            labels.ctypes.data,
+            ih,
+            iw,
+            stats.ctypes.data,
+            n,
+            table.ctypes.data,
+            table.shape[1],
+            table.shape[2],
+            None if vi is None else vi.ctypes.data,
+            ctypes.byref(params),
+            out_box.ctypes.data,
+            out_fill.ctypes.data,
+            out_h.ctypes.data,
+            cap,
+        )
+        if k < 0:
+            raise RuntimeError("native group fitting: more boxes than max_people_per_blob per group")
+        if k == 0:
+            return np.zeros((0, 4), np.float64), np.zeros(0, np.float32)
+        confs = []
+        for rb, fill, h in zip(out_box[:k], out_fill[:k], out_h[:k], strict=True):
+            # As _fit_group scores its boxes (same NumPy scalar types, so the same bits).
+            size_agree = float(np.exp(-abs(np.log(max(rb[3] - rb[1], 1.0) / h)) / 0.35))
+            confs.append(0.5 * min(1.0, fill / 0.6) + 0.5 * size_agree)
+        return out_box[:k].copy(), np.clip(np.asarray(confs, np.float32), 0.0, 1.0)
 
     def _fit_group(
         self,

@@ -536,3 +536,47 @@ def test_warping_only_the_foregrounds_part_of_the_canvas_changes_no_pixel():
     empty = np.zeros((H, W), np.uint8)
     assert r.warp(empty, cv2.boundingRect(empty)).shape == r.warp(empty).shape
     assert not r.warp(empty, cv2.boundingRect(empty)).any()
+
+
+def test_the_cpp_group_fitting_gives_the_python_boxes_bit_for_bit(camera):
+    from spoton.detect import native_fit_groups
+
+    # `make venv` builds it (spoton build-native); a machine that cannot must say so here.
+    assert native_fit_groups() is not None, "the C++ group fitting is not built: run `.venv/bin/spoton build-native`"
+    # Crossings, people side by side and in depth, someone leaving the view: merged
+    # groups exercise the greedy fit, the re-placing and the widening checks.
+    people = [
+        (5.0, 4.0, 0.15, 0.02),
+        (5.6, 4.1, 0.15, 0.0),
+        (9.0, 6.5, -0.1, -0.03),
+        (12.0, 3.0, -0.12, 0.05),
+        (7.3, 8.0, 0.05, -0.08),
+        (15.5, 5.0, 0.12, 0.0),
+    ]
+    _, frames, _ = walking_frames(camera, people, n=40)
+    slanted = look_at_camera((0.0, -6.0, 4.0), (0.0, 2.0, 0.0), f=320.0)
+    _, wide, _ = walking_frames(slanted, [(-4.0, 1.5, 0.1, 0.0), (-3.6, 1.6, 0.1, 0.02), (3.5, 2.5, -0.1, 0.0)], n=30)
+    compared = 0
+    for geo, seq in ((camera, frames), (slanted, wide)):
+        for rectify in (True, False):
+            fast = BgSubDetector(geo, rectify=rectify, native=True).fit(seq)
+            slow = BgSubDetector(geo, rectify=rectify, native=False).fit(seq)
+            for f in seq:
+                a, b = fast.detect(f), slow.detect(f)
+                np.testing.assert_array_equal(a.xyxy, b.xyxy)
+                np.testing.assert_array_equal(a.confidence, b.confidence)
+                compared += len(a)
+    assert compared > 300
+
+
+def test_the_cpp_group_fitting_is_optional_and_says_what_it_needs(camera, monkeypatch, tmp_path):
+    import spoton.detect as detect
+
+    with pytest.raises(RuntimeError, match="cannot build the C\\+\\+ group fitting"):
+        detect.build_fit_groups(compiler=str(tmp_path / "no-such-c++"))
+    monkeypatch.setattr(detect, "native_fit_groups", lambda: None)
+    with pytest.raises(ValueError, match="spoton build-native"):
+        BgSubDetector(camera, native=True)
+    _, frames, boxes = walking_frames(camera, [(6.0, 5.0, 0.2, 0.0)], n=12)
+    det = BgSubDetector(camera).fit(frames)  # auto: the Python path when it is not built
+    assert max(iou(boxes[6][0], b) for b in det.detect(frames[6]).xyxy) > 0.5

@@ -29,6 +29,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +133,25 @@ def build_native(names: tuple[str, ...] = NATIVE_TRACKERS) -> dict[str, Path]:
     return out
 
 
-def _native_options(key: str) -> set[str]:
-    """Options boxmot's C++ ``key`` takes: its defaults and extras, less the Kalman tuning it refuses."""
+@cache
+def _boxmot_defaults(key: str) -> tuple[tuple[str, Any], ...]:
+    """boxmot's default options of tracker ``key`` (its YAML file, parsed once per process)."""
     from boxmot.trackers.config import load_tracker_defaults
 
-    defaults = load_tracker_defaults(key)
+    return tuple(load_tracker_defaults(key).items())
+
+
+@cache
+def _boxmot_option_names(key: str) -> frozenset[str]:
+    """The option names boxmot's config for tracker ``key`` declares (parsed once per process)."""
+    from boxmot.trackers.config import load_tracker_config
+
+    return frozenset(load_tracker_config(key))
+
+
+def _native_options(key: str) -> set[str]:
+    """Options boxmot's C++ ``key`` takes: its defaults and extras, less the Kalman tuning it refuses."""
+    defaults = dict(_boxmot_defaults(key))
     return {k for k in defaults if k != "variable_dt" and not k.startswith("kf_")} | set(_NATIVE_EXTRA_OPTIONS[key])
 
 
@@ -155,9 +170,7 @@ class _NativeTracker:
     def __init__(self, key: str, options: dict[str, Any]) -> None:
         import importlib
 
-        from boxmot.trackers.config import load_tracker_defaults
-
-        cfg = {k: v for k, v in load_tracker_defaults(key).items() if k != "variable_dt" and not k.startswith("kf_")}
+        cfg = {k: v for k, v in _boxmot_defaults(key) if k != "variable_dt" and not k.startswith("kf_")}
         cfg.update(options)
         if key == "ocsort":  # as boxmot.trackers.box.ocsort.native
             cfg.setdefault("iou_threshold", 0.3)
@@ -234,8 +247,6 @@ def make_tracker(
     or "auto" (default: C++ where it is built and takes the options given).
     The tracker's ``spoton_backend`` attribute says which one it is.
     """
-    from boxmot.trackers.config import load_tracker_config
-
     key = name.strip().lower()
     if key not in TRACKERS:
         raise ValueError(f"unknown tracker {name!r}; choose one of {', '.join(TRACKERS)}")
@@ -245,7 +256,7 @@ def make_tracker(
     if key in ("botsort", "deepocsort"):
         merged["use_embeddings"] = bool(use_embeddings)
     merged.update(options)
-    known = set(load_tracker_config(key)) | {
+    known = set(_boxmot_option_names(key)) | {
         "det_thresh",
         "max_age",
         "max_obs",

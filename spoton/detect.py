@@ -640,7 +640,7 @@ def build_fit_groups(compiler: str | None = None) -> Path:
     if not cxx:
         raise RuntimeError("cannot build the C++ group fitting: no C++ compiler (c++, g++ or $CXX) found")
     tmp = FIT_GROUPS_LIBRARY.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [cxx, "-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-o", str(tmp), str(_FIT_GROUPS_SOURCE)]
+    cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-o", str(tmp), str(_FIT_GROUPS_SOURCE)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as e:

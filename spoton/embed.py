@@ -235,10 +235,10 @@ class ColorEmbedder:
         torso = codes[:, int(0.15 * ch) : int(0.5 * ch)].reshape(n, -1)
         legs = codes[:, int(0.5 * ch) : int(0.9 * ch)].reshape(n, -1)
         k = self.dim // 2
-        hist = np.zeros((n, 2 * k), np.float32)
-        rows = np.arange(n)[:, None]
-        np.add.at(hist, (np.broadcast_to(rows, torso.shape), torso), 1.0)
-        np.add.at(hist, (np.broadcast_to(rows, legs.shape), legs + k), 1.0)
+        # Counts per (crop, bin) in one bincount (np.add.at is an order of magnitude slower).
+        rows = np.arange(n)[:, None] * (2 * k)
+        bins = np.concatenate([(rows + torso).ravel(), (rows + legs + k).ravel()])
+        hist = np.bincount(bins, minlength=n * 2 * k).reshape(n, 2 * k).astype(np.float32)
         hist[:, :k] /= max(torso.shape[1], 1)
         hist[:, k:] /= max(legs.shape[1], 1)
         return l2_normalise(np.sqrt(hist))

@@ -59,16 +59,16 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
     && mkdir -p weights runs data .cache \
     && chown -R spoton:spoton runs data .cache weights
-# boxmot's C++ ByteTrack / OC-SORT (the same tracks as its Python ones at a fifth of the
-# time per frame), built against Debian's OpenCV core + imgproc; the compiler and headers
-# go again in the same layer, the OpenCV runtime libraries the trackers link stay.
+# The C++ parts (same results as their Python twins, faster): bgsub's group fitting and
+# boxmot's ByteTrack / OC-SORT, built against Debian's OpenCV core + imgproc; the compiler
+# and headers go again in the same layer, the OpenCV runtime libraries the trackers link stay.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake make g++ libopencv-core-dev libopencv-imgproc-dev libeigen3-dev \
     && spoton build-native \
     && apt-mark manual $(dpkg-query -W -f '${Package}\n' 'libopencv-core[0-9]*' 'libopencv-imgproc[0-9]*') \
     && apt-get purge -y --auto-remove cmake make g++ libopencv-core-dev libopencv-imgproc-dev libeigen3-dev \
     && rm -rf /var/lib/apt/lists/* /opt/venv/lib/python3.11/site-packages/build \
-    && python -c "from spoton.track import NATIVE_TRACKERS, native_library as n; assert all(map(n, NATIVE_TRACKERS))"
+    && python -c "from spoton.track import NATIVE_TRACKERS, native_library as n; from spoton.detect import native_fit_groups as f; assert all(map(n, NATIVE_TRACKERS)) and f()"
 VOLUME ["/app/weights"]
 USER spoton
 EXPOSE 8000 4200

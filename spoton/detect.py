@@ -99,6 +99,13 @@ def sample_frames(video_path: Path | str, n: int) -> list[np.ndarray]:
             return []
         wanted = set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist())
         last = max(wanted)
+        skipping = _sample_skipping(path, wanted)
+        if skipping is not None:
+            ok, first = cap.read()  # the same pixels as OpenCV decodes them, or OpenCV's way below
+            if ok and first.shape == skipping[0].shape and np.array_equal(first, skipping[0]):
+                return skipping
+            cap.release()
+            cap = cv2.VideoCapture(str(path))
         out: list[np.ndarray] = []
         for i in range(last + 1):
             if not cap.grab():
@@ -111,6 +118,68 @@ def sample_frames(video_path: Path | str, n: int) -> list[np.ndarray]:
         return out
     finally:
         cap.release()
+
+
+def _sample_skipping(path: Path, wanted: set[int]) -> list[np.ndarray] | None:
+    """The ``wanted`` frames (display order indices) of a video, skipping what they do not need.
+
+    A frame no other frame references (most B-frames) and that is not wanted
+    is not decoded at all: a third less work on videos with B-frames, none
+    lost on videos without. Frames are placed by their timestamps, so None
+    (the caller decodes every frame instead) when those are missing or
+    irregular, or when decoding fails or ends early.
+    """
+    try:
+        import av
+    except ImportError:  # pragma: no cover - PyAV is a dependency
+        return None
+    out: dict[int, np.ndarray] = {}
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "NONE"
+            rate, base = stream.average_rate, stream.time_base
+            if not rate or not base:
+                return None
+            ctx = stream.codec_context
+            origin: int | None = None
+
+            def index(pts: int) -> int | None:
+                assert origin is not None
+                x = float((pts - origin) * base * rate)
+                i = round(x)
+                return i if abs(x - i) < 0.01 else None
+
+            def take(frames: Any) -> bool:
+                nonlocal origin
+                for frame in frames:
+                    if frame.pts is None:
+                        return False
+                    if origin is None:
+                        origin = frame.pts  # the first frame shown
+                    i = index(frame.pts)
+                    if i is None:
+                        return False
+                    if i in wanted and i not in out:
+                        out[i] = frame.to_ndarray(format="bgr24")
+                return True
+
+            for packet in container.demux(stream):
+                i = index(packet.pts) if packet.pts is not None and origin is not None else None
+                ctx.skip_frame = "NONREF" if i is not None and i not in wanted else "DEFAULT"
+                if not take(ctx.decode(packet)):
+                    return None
+                if len(out) == len(wanted):
+                    break
+            else:
+                ctx.skip_frame = "DEFAULT"
+                if not take(ctx.decode(None)):
+                    return None
+    except (av.error.FFmpegError, ValueError, IndexError, OSError):
+        return None
+    if set(out) != wanted:
+        return None
+    return [out[i] for i in sorted(out)]
 
 
 @lru_cache(maxsize=32)

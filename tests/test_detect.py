@@ -580,3 +580,36 @@ def test_the_cpp_group_fitting_is_optional_and_says_what_it_needs(camera, monkey
     _, frames, boxes = walking_frames(camera, [(6.0, 5.0, 0.2, 0.0)], n=12)
     det = BgSubDetector(camera).fit(frames)  # auto: the Python path when it is not built
     assert max(iou(boxes[6][0], b) for b in det.detect(frames[6]).xyxy) > 0.5
+
+
+@pytest.mark.parametrize("bframes", [3, 0])
+def test_background_samples_skip_undecoded_frames_yet_match_a_full_decode(tmp_path, monkeypatch, bframes):
+    import av
+
+    import spoton.detect as detect
+
+    rng = np.random.default_rng(bframes)
+    path = tmp_path / f"b{bframes}.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.options = {"bframes": str(bframes), "g": "12"}
+        for k in range(60):  # a moving gradient with noise: every frame differs
+            img = np.clip(np.indices((96, 160)).sum(0)[..., None] + 3 * k + rng.integers(0, 40, (96, 160, 3)), 0, 255)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img.astype(np.uint8), format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    fast = detect.sample_frames(path, 9)
+    assert detect._sample_skipping(path, set(range(0, 60, 7))) is not None  # the skipping path itself ran
+    monkeypatch.setattr(detect, "_sample_skipping", lambda *a: None)  # OpenCV, every frame decoded
+    full = detect.sample_frames(path, 9)
+    assert len(fast) == len(full) == 9
+    assert all(np.array_equal(a, b) for a, b in zip(fast, full, strict=True))
+    # A truncated file: the frames before the damage, as a full decode gives them.
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 3])
+    monkeypatch.undo()
+    partial = detect.sample_frames(cut, 9)
+    monkeypatch.setattr(detect, "_sample_skipping", lambda *a: None)
+    assert all(np.array_equal(a, b) for a, b in zip(partial, detect.sample_frames(cut, 9), strict=True))

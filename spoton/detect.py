@@ -734,6 +734,12 @@ class _Foreground:
     valid_integral: np.ndarray | None = None  # cv2.integral of ``valid`` (it is fixed per video)
 
 
+def _box_score(box: np.ndarray, fill: float, h_exp: np.float32) -> float:
+    """A fitted box's confidence: how full of foreground it is, and how its height agrees with the prior."""
+    size_agree = float(np.exp(-abs(np.log(max(box[3] - box[1], 1.0) / h_exp)) / 0.35))
+    return 0.5 * min(1.0, fill / 0.6) + 0.5 * size_agree
+
+
 class BgSubDetector:
     """Temporal-median background subtraction with calibration-guided person boxes.
 
@@ -1149,8 +1155,8 @@ class BgSubDetector:
         labels[cy0:cy1, cx0:cx1] = crop_labels
         stats[:, 0] += cx0
         stats[:, 1] += cy0
-        fit = native_fit_groups() if self.native is not False and self._size_table is not None else None
-        if fit is not None and self.size is not None:
+        fit = native_fit_groups() if self.native is not False and self.size is not None else None
+        if fit is not None:
             return self._fit_groups_native(fit, fg, labels, stats, n)
         boxes: list[np.ndarray] = []
         confs: list[float] = []
@@ -1223,11 +1229,8 @@ class BgSubDetector:
             raise RuntimeError("native group fitting: more boxes than max_people_per_blob per group")
         if k == 0:
             return np.zeros((0, 4), np.float64), np.zeros(0, np.float32)
-        confs = []
-        for rb, fill, h in zip(out_box[:k], out_fill[:k], out_h[:k], strict=True):
-            # As _fit_group scores its boxes (same NumPy scalar types, so the same bits).
-            size_agree = float(np.exp(-abs(np.log(max(rb[3] - rb[1], 1.0) / h)) / 0.35))
-            confs.append(0.5 * min(1.0, fill / 0.6) + 0.5 * size_agree)
+        # Scored as _fit_group scores its boxes (the same NumPy scalar types, so the same bits).
+        confs = [_box_score(rb, fill, h) for rb, fill, h in zip(out_box[:k], out_fill[:k], out_h[:k], strict=True)]
         return out_box[:k].copy(), np.clip(np.asarray(confs, np.float32), 0.0, 1.0)
 
     def _fit_group(
@@ -1387,8 +1390,7 @@ class BgSubDetector:
                 fg, shadowish, others, cand, hc[c], grow_x=True, max_widen=self.max_widen, body_width=rectified
             )
             rb = r + np.array([x0, y0, x0, y0], np.float64)
-            size_agree = float(np.exp(-abs(np.log(max(rb[3] - rb[1], 1.0) / hc[c])) / 0.35))
-            out.append((rb, 0.5 * min(1.0, fill / 0.6) + 0.5 * size_agree))
+            out.append((rb, _box_score(rb, fill, hc[c])))
         return out
 
     @staticmethod

@@ -54,7 +54,6 @@ NATIVE_REQUIREMENTS = (
     "CMake 3.16+, a C++17 compiler, OpenCV 4 core + imgproc headers and Eigen 3 "
     "(Debian: apt-get install cmake g++ libopencv-core-dev libopencv-imgproc-dev libeigen3-dev)"
 )
-log = logging.getLogger(__name__)
 TRACK_COLUMNS = ("frame_idx", "track_id", "x1", "y1", "x2", "y2", "confidence", "class_id")
 
 
@@ -85,13 +84,22 @@ def _static_camera_defaults(name: str, fps: float) -> dict[str, Any]:
     return defaults
 
 
+def _installed_candidates(name: str) -> list[Path]:
+    """Where boxmot looks for tracker ``name``'s packaged C++ library (beside its sources), first choice first."""
+    from boxmot.native._common import installed_library_candidates, library_filename
+
+    return installed_library_candidates(name, library_filename(name))
+
+
+def _not_built(key: str) -> str:
+    return f"the C++ {key} is not built: run `spoton build-native` (needs {NATIVE_REQUIREMENTS})"
+
+
 def native_library(name: str) -> Path | None:
     """The installed C++ library of boxmot tracker ``name`` (see ``build_native``), or None."""
     if name not in NATIVE_TRACKERS:
         return None
-    from boxmot.native._common import installed_library_candidates, library_filename
-
-    found = [p for p in installed_library_candidates(name, library_filename(name)) if p.is_file()]
+    found = [p for p in _installed_candidates(name) if p.is_file()]
     return found[0] if found else None
 
 
@@ -118,14 +126,12 @@ def build_native(names: tuple[str, ...] = NATIVE_TRACKERS) -> dict[str, Path]:
         # Debian ships OpenCV's CMake config only with the full libopencv-dev: point
         # CMake at a minimal one unless the caller chose another.
         os.environ.setdefault("OpenCV_DIR", str(_OPENCV_SHIM))
-        from boxmot.native._common import installed_library_candidates, library_filename
-
         binding = importlib.import_module(f"boxmot.native.trackers.{name}")
         try:
             built = Path(getattr(binding, f"ensure_{name}_cpp_library")())
         except RuntimeError as e:
             raise RuntimeError(f"cannot build the C++ {name}: {e}\nNeeds {NATIVE_REQUIREMENTS}") from e
-        target = installed_library_candidates(name, library_filename(name))[0]
+        target = _installed_candidates(name)[0]
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         shutil.copy2(built, tmp)
         os.replace(tmp, target)
@@ -149,10 +155,14 @@ def _boxmot_option_names(key: str) -> frozenset[str]:
     return frozenset(load_tracker_config(key))
 
 
+def _native_defaults(key: str) -> dict[str, Any]:
+    """boxmot's defaults for its C++ ``key``: less the Kalman tuning the C++ trackers refuse."""
+    return {k: v for k, v in _boxmot_defaults(key) if k != "variable_dt" and not k.startswith("kf_")}
+
+
 def _native_options(key: str) -> set[str]:
-    """Options boxmot's C++ ``key`` takes: its defaults and extras, less the Kalman tuning it refuses."""
-    defaults = dict(_boxmot_defaults(key))
-    return {k for k in defaults if k != "variable_dt" and not k.startswith("kf_")} | set(_NATIVE_EXTRA_OPTIONS[key])
+    """Options boxmot's C++ ``key`` takes: its defaults and extras."""
+    return set(_native_defaults(key)) | set(_NATIVE_EXTRA_OPTIONS[key])
 
 
 class _NativeTracker:
@@ -170,7 +180,7 @@ class _NativeTracker:
     def __init__(self, key: str, options: dict[str, Any]) -> None:
         import importlib
 
-        cfg = {k: v for k, v in _boxmot_defaults(key) if k != "variable_dt" and not k.startswith("kf_")}
+        cfg = _native_defaults(key)
         cfg.update(options)
         if key == "ocsort":  # as boxmot.trackers.box.ocsort.native
             cfg.setdefault("iou_threshold", 0.3)
@@ -179,7 +189,7 @@ class _NativeTracker:
         if library is None:
             path = native_library(key)
             if path is None:
-                raise ValueError(f"the C++ {key} is not built: run `spoton build-native` (needs {NATIVE_REQUIREMENTS})")
+                raise ValueError(_not_built(key))
             binding = importlib.import_module(f"boxmot.native.trackers.{key}")
             cls = {"bytetrack": "ByteTrackLibrary", "ocsort": "OcSortLibrary"}[key]
             library = self._libraries[key] = getattr(binding, cls)(path)
@@ -233,7 +243,7 @@ def _resolve_backend(key: str, backend: str, options: dict[str, Any]) -> str:
         if python_only:
             raise ValueError(f"option(s) {python_only} exist only in boxmot's Python {key}; use backend 'python'")
         if native_library(key) is None:
-            raise ValueError(f"the C++ {key} is not built: run `spoton build-native` (needs {NATIVE_REQUIREMENTS})")
+            raise ValueError(_not_built(key))
         return "cpp"
     return "cpp" if key in NATIVE_TRACKERS and not python_only and native_library(key) is not None else "python"
 

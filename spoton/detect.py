@@ -1251,6 +1251,9 @@ class BgSubDetector:
         each box is re-placed with the others fixed and dropped when it adds
         too little: greedy alone can put its first box between two people and
         then need slivers on either side.
+
+        ``spoton/native/fit_groups.cpp`` ports this and ``_refine`` line for
+        line (tests compare the two bit for bit): a change here goes there too.
         """
         x, y, bw, bh = rect
         ih, iw = labels.shape

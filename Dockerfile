@@ -59,7 +59,7 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
     && mkdir -p weights runs data .cache \
     && chown -R spoton:spoton runs data .cache weights
-# The C++ parts (same results as their Python twins, faster): bgsub's group fitting and
+# The C++ parts (same results as their Python twins, faster): bgsub's group fitting and frame shrinking, and
 # boxmot's ByteTrack / OC-SORT, built against Debian's OpenCV core + imgproc; the compiler
 # and headers go again in the same layer, the OpenCV runtime libraries the trackers link stay.
 RUN apt-get update \
@@ -68,7 +68,7 @@ RUN apt-get update \
     && apt-mark manual $(dpkg-query -W -f '${Package}\n' 'libopencv-core[0-9]*' 'libopencv-imgproc[0-9]*') \
     && apt-get purge -y --auto-remove cmake make g++ libopencv-core-dev libopencv-imgproc-dev libeigen3-dev \
     && rm -rf /var/lib/apt/lists/* /opt/venv/lib/python3.11/site-packages/build \
-    && python -c "from spoton.track import NATIVE_TRACKERS, native_library as n; from spoton.detect import native_fit_groups as f; assert all(map(n, NATIVE_TRACKERS)) and f()"
+    && python -c "from spoton.track import NATIVE_TRACKERS, native_library as n; from spoton.detect import native_fit_groups as f, native_area_down as a; assert all(map(n, NATIVE_TRACKERS)) and f() and a()"
 VOLUME ["/app/weights"]
 USER spoton
 EXPOSE 8000 4200

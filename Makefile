@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: demo test venv lint bench stack stack-down clean
 
-$(VENV)/.stamp: pyproject.toml scripts/bootstrap.sh spoton/native/fit_groups.cpp
+$(VENV)/.stamp: pyproject.toml scripts/bootstrap.sh $(wildcard spoton/native/*.cpp)
 	./scripts/bootstrap.sh
 
 venv: $(VENV)/.stamp

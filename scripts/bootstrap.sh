@@ -23,9 +23,9 @@ assert hasattr(cv2, "HOGDescriptor"), "cv2 lacks HOG: opencv-python-headless 5.x
 print(f"venv ready: cv2 {cv2.__version__} ({dists[0]})")
 PY
 # The C++ parts, each giving its Python counterpart's results faster: bgsub's group fitting
-# (spoton/native/fit_groups.cpp) and boxmot's ByteTrack / OC-SORT. Built once; without
+# and frame shrinking (spoton/native/*.cpp) and boxmot's ByteTrack / OC-SORT. Built once; without
 # them the pipeline runs its Python code paths.
-if ! .venv/bin/python -c "import sys; from spoton.track import NATIVE_TRACKERS, native_library; from spoton.detect import native_fit_groups; sys.exit(not (all(map(native_library, NATIVE_TRACKERS)) and native_fit_groups()))"; then
+if ! .venv/bin/python -c "import sys; from spoton.track import NATIVE_TRACKERS, native_library; from spoton.detect import native_fit_groups, native_area_down; sys.exit(not (all(map(native_library, NATIVE_TRACKERS)) and native_fit_groups() and native_area_down()))"; then
   if command -v apt-get >/dev/null 2>&1 && ! dpkg -s cmake g++ libopencv-core-dev libopencv-imgproc-dev libeigen3-dev >/dev/null 2>&1; then
     SUDO=""
     if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
@@ -35,7 +35,7 @@ if ! .venv/bin/python -c "import sys; from spoton.track import NATIVE_TRACKERS, 
       || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $pkgs >/dev/null; }) \
       || echo "warning: apt-get could not install $pkgs"
   fi
-  echo "building the C++ group fitting and boxmot's C++ trackers (about a minute, once) …"
+  echo "building bgsub's C++ parts and boxmot's C++ trackers (about a minute, once) …"
   if ! .venv/bin/spoton build-native > .venv/native-build.log 2>&1; then
     tail -n 3 .venv/native-build.log
     echo "warning: C++ parts not built (full log: .venv/native-build.log); the pipeline runs its Python code paths"

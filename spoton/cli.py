@@ -126,12 +126,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_build_native(args: argparse.Namespace) -> int:
-    from spoton.detect import build_fit_groups
+    from spoton.detect import build_bgsub_native
     from spoton.track import NATIVE_TRACKERS, build_native
 
     names = tuple(args.trackers) or NATIVE_TRACKERS
     try:
-        built = {"bgsub group fitting": build_fit_groups(), **build_native(names)}
+        built = {"bgsub group fitting and frame shrinking": build_bgsub_native(), **build_native(names)}
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         print("the pipeline still works on its Python code paths, only slower", file=sys.stderr)
@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_environments)
 
     p = sub.add_parser(
-        "build-native", help="build the C++ parts (bgsub group fitting, bytetrack, ocsort): same results, faster"
+        "build-native",
+        help="build the C++ parts (bgsub group fitting and frame shrinking, bytetrack, ocsort): same results, faster",
     )
     p.add_argument("trackers", nargs="*", help="which ones (default: all that have a C++ backend)")
     p.set_defaults(func=cmd_build_native)

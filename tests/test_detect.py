@@ -572,14 +572,64 @@ def test_the_cpp_group_fitting_gives_the_python_boxes_bit_for_bit(camera):
 def test_the_cpp_group_fitting_is_optional_and_says_what_it_needs(camera, monkeypatch, tmp_path):
     import spoton.detect as detect
 
-    with pytest.raises(RuntimeError, match="cannot build the C\\+\\+ group fitting"):
-        detect.build_fit_groups(compiler=str(tmp_path / "no-such-c++"))
+    with pytest.raises(RuntimeError, match="cannot build bgsub's C\\+\\+ parts"):
+        detect.build_bgsub_native(compiler=str(tmp_path / "no-such-c++"))
+    monkeypatch.setattr(detect, "_bgsub_library", lambda: None)
     monkeypatch.setattr(detect, "native_fit_groups", lambda: None)
+    monkeypatch.setattr(detect, "native_area_down", lambda: None)
+    with pytest.raises(RuntimeError, match="spoton build-native"):
+        detect.area_down(np.zeros((6, 6, 3), np.uint8), 3)
     with pytest.raises(ValueError, match="spoton build-native"):
         BgSubDetector(camera, native=True)
     _, frames, boxes = walking_frames(camera, [(6.0, 5.0, 0.2, 0.0)], n=12)
     det = BgSubDetector(camera).fit(frames)  # auto: the Python path when it is not built
     assert max(iou(boxes[6][0], b) for b in det.detect(frames[6]).xyxy) > 0.5
+
+
+def test_the_cpp_area_downscale_gives_opencvs_pixels_bit_for_bit():
+    from spoton.detect import area_down, native_area_down
+
+    assert native_area_down() is not None, "bgsub's C++ parts are not built: run `.venv/bin/spoton build-native`"
+    rng = np.random.default_rng(7)
+    for k, (h, w), cn in [(3, (1080, 1920), 3), (3, (33, 48), 3), (4, (64, 96), 3), (5, (50, 35), 1),
+                          (16, (32, 48), 3), (3, (9, 9), 4)]:
+        image = rng.integers(0, 256, (h, w, cn), np.uint8).squeeze(-1 if cn == 1 else ())
+        want = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(area_down(image, k), want, err_msg=f"k={k} {w}x{h}x{cn}")
+    # every sum a block can have (all 255 for the top ones), and views: a crop, a flipped copy
+    ramp = np.minimum(np.arange(9 * 300).reshape(9, 300, 1) // 5, 255).astype(np.uint8).repeat(3, 2)
+    np.testing.assert_array_equal(area_down(ramp, 3), cv2.resize(ramp, (100, 3), interpolation=cv2.INTER_AREA))
+    big = rng.integers(0, 256, (120, 180, 3), np.uint8)
+    for view in (big[3:93, 6:156], big[::-1], big[:, ::-1]):
+        h, w = view.shape[:2]
+        want = cv2.resize(np.ascontiguousarray(view), (w // 3, h // 3), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(area_down(view, 3), want)
+    with pytest.raises(ValueError, match="dividing the image size"):
+        area_down(big, 7)
+    with pytest.raises(ValueError, match="uint8"):
+        area_down(big.astype(np.float32), 3)
+
+
+def test_bgsub_shrinks_1080p_frames_natively_with_the_same_detections(camera):
+    # The detector's work image of a 1920x1080 frame comes from area_down; the Python
+    # path (native=False) uses cv2.resize. Same pixels, so the same boxes.
+    people = [(5.0, 4.0, 0.15, 0.02), (9.0, 6.5, -0.1, -0.03), (12.0, 3.0, -0.12, 0.05)]
+    _, frames, boxes = walking_frames(camera, people, n=12)
+    hd = [cv2.resize(f, (1920, 1080), interpolation=cv2.INTER_LINEAR) for f in frames]
+    K = np.diag([3.0, 3.0, 1.0]) @ camera.K  # the same camera with three times the pixels
+    hd_camera = CameraGeometry("c01", homography_from_calibration(K, camera.R, camera.t), (1920, 1080), K,
+                               camera.R, camera.t)
+    fast = BgSubDetector(hd_camera, native=True).fit(hd)
+    slow = BgSubDetector(hd_camera, native=False).fit(hd)
+    np.testing.assert_array_equal(fast._to_work(hd[3]), cv2.resize(hd[3], (640, 360), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(fast.background, slow.background)
+    found = 0
+    for f, truth in zip(hd, boxes, strict=True):
+        a, b = fast.detect(f), slow.detect(f)
+        np.testing.assert_array_equal(a.xyxy, b.xyxy)
+        np.testing.assert_array_equal(a.confidence, b.confidence)
+        found += sum(max((iou(3 * np.asarray(t), d) for d in a.xyxy), default=0) > 0.5 for t in truth)
+    assert found >= 0.8 * sum(len(t) for t in boxes)
 
 
 @pytest.mark.parametrize("bframes", [3, 0])

@@ -68,7 +68,7 @@ RUN apt-get update \
     && apt-mark manual $(dpkg-query -W -f '${Package}\n' 'libopencv-core[0-9]*' 'libopencv-imgproc[0-9]*') \
     && apt-get purge -y --auto-remove cmake make g++ libopencv-core-dev libopencv-imgproc-dev libeigen3-dev \
     && rm -rf /var/lib/apt/lists/* /opt/venv/lib/python3.11/site-packages/build \
-    && python -c "from spoton.track import NATIVE_TRACKERS, native_library as n; from spoton.detect import native_fit_groups as f, native_area_down as a; assert all(map(n, NATIVE_TRACKERS)) and f() and a()"
+    && python -c "from spoton.track import NATIVE_TRACKERS, native_library as n; from spoton.compiled import library; assert all(map(n, NATIVE_TRACKERS)) and library()"
 VOLUME ["/app/weights"]
 USER spoton
 EXPOSE 8000 4200

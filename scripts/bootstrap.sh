@@ -25,7 +25,7 @@ PY
 # The C++ parts, each giving its Python counterpart's results faster: bgsub's group fitting
 # and frame shrinking (spoton/native/*.cpp) and boxmot's ByteTrack / OC-SORT. Built once; without
 # them the pipeline runs its Python code paths.
-if ! .venv/bin/python -c "import sys; from spoton.track import NATIVE_TRACKERS, native_library; from spoton.detect import native_fit_groups, native_area_down; sys.exit(not (all(map(native_library, NATIVE_TRACKERS)) and native_fit_groups() and native_area_down()))"; then
+if ! .venv/bin/python -c "import sys; from spoton.track import NATIVE_TRACKERS, native_library; from spoton.compiled import library; sys.exit(not (all(map(native_library, NATIVE_TRACKERS)) and library()))"; then
   if command -v apt-get >/dev/null 2>&1 && ! dpkg -s cmake g++ libopencv-core-dev libopencv-imgproc-dev libeigen3-dev >/dev/null 2>&1; then
     SUDO=""
     if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi

@@ -126,12 +126,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_build_native(args: argparse.Namespace) -> int:
-    from spoton.detect import build_bgsub_native
+    from spoton import compiled
     from spoton.track import NATIVE_TRACKERS, build_native
 
     names = tuple(args.trackers) or NATIVE_TRACKERS
     try:
-        built = {"bgsub group fitting and frame shrinking": build_bgsub_native(), **build_native(names)}
+        built = {"SpotOn (bgsub group fitting, INTER_AREA downscale)": compiled.build(), **build_native(names)}
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         print("the pipeline still works on its Python code paths, only slower", file=sys.stderr)

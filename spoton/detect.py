@@ -26,8 +26,6 @@ import ctypes
 import hashlib
 import math
 import os
-import shutil
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -37,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from spoton import compiled
 from spoton.embed import check_options, resolve_device, weight_file
 from spoton.geometry import CameraGeometry, GroundPlane
 from spoton.types import PERSON_CLASS_ID, Detections
@@ -656,112 +655,6 @@ def fit_linear_size(
     return LinearSize(float(slope), float(icpt), aspect)
 
 
-# ------------------------------------------------- bgsub's C++ parts
-
-_NATIVE_DIR = Path(__file__).resolve().parent / "native"
-# Group fitting (a port of _fit_group) and whole-factor INTER_AREA downscaling, one library.
-_BGSUB_SOURCES = (_NATIVE_DIR / "fit_groups.cpp", _NATIVE_DIR / "area_down.cpp")
-BGSUB_LIBRARY = _NATIVE_DIR / "_bgsub.so"
-_BGSUB_ABI = {"spoton_fit_groups_abi": 1, "spoton_area_down_abi": 1}
-
-
-class _FitParams(ctypes.Structure):
-    _fields_ = [
-        ("max_hidden", ctypes.c_double),
-        ("min_visible", ctypes.c_double),
-        ("bg_weight", ctypes.c_double),
-        ("max_widen", ctypes.c_double),
-        ("min_fill", ctypes.c_double),
-        ("max_people", ctypes.c_int32),
-        ("rectified", ctypes.c_int32),
-    ]
-
-
-_bgsub_lib: Any = None  # the loaded library; False once found missing, stale or of another ABI
-
-
-def _bgsub_library() -> Any:
-    """bgsub's C++ library (``build_bgsub_native``) with its entry points typed, or None."""
-    global _bgsub_lib
-    if _bgsub_lib is None:
-        _bgsub_lib = False
-        lib_path = BGSUB_LIBRARY
-        newest = max(src.stat().st_mtime for src in _BGSUB_SOURCES)
-        if lib_path.is_file() and lib_path.stat().st_mtime >= newest:
-            try:
-                lib = ctypes.CDLL(str(lib_path))
-                if all(getattr(lib, name)() == abi for name, abi in _BGSUB_ABI.items()):
-                    p, i64 = ctypes.c_void_p, ctypes.c_int64
-                    fit = lib.spoton_fit_groups
-                    fit.restype = ctypes.c_int64
-                    fit.argtypes = [p, p, p, i64, i64, p, i64, p, i64, i64, p, ctypes.POINTER(_FitParams), p, p, p, i64]
-                    down = lib.spoton_area_down
-                    down.restype = ctypes.c_int32
-                    down.argtypes = [p, i64, p, i64, i64, i64, i64, i64]
-                    _bgsub_lib = lib
-            except (OSError, AttributeError):
-                pass  # unloadable (another platform's build) or an old build: the Python paths
-    return _bgsub_lib or None
-
-
-def native_fit_groups() -> Any:
-    """The C++ port of ``_fit_group`` for all groups of a frame, or None when not built."""
-    lib = _bgsub_library()
-    return None if lib is None else lib.spoton_fit_groups
-
-
-def native_area_down() -> Any:
-    """OpenCV's INTER_AREA downscale by a whole factor >= 3 in C++, or None when not built."""
-    lib = _bgsub_library()
-    return None if lib is None else lib.spoton_area_down
-
-
-def area_down(image: np.ndarray, k: int) -> np.ndarray:
-    """``cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)`` for h and w
-    multiples of ``k`` (3 to 16), bit for bit, four times faster (needs ``build_bgsub_native``)."""
-    down = native_area_down()
-    if down is None:
-        raise RuntimeError("bgsub's C++ parts are not built: run `spoton build-native`")
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"area_down takes uint8 images (h, w[, c]), got {image.dtype} {image.shape}")
-    h, w = image.shape[:2]
-    if not 3 <= k <= 16 or h % k or w % k:
-        raise ValueError(f"area_down needs a factor in [3, 16] dividing the image size, got {k} for {w}x{h}")
-    cn = 1 if image.ndim == 2 else image.shape[2]
-    src = image  # rows of packed pixels, any row stride; anything else is copied first
-    if image.strides[-1] != 1 or (image.ndim == 3 and image.strides[1] != cn) or image.strides[0] < w * cn:
-        src = np.ascontiguousarray(image)
-    out = np.empty((h // k, w // k) + image.shape[2:], np.uint8)
-    if down(src.ctypes.data, src.strides[0], out.ctypes.data, out.strides[0], h // k, w // k, cn, k) != 0:
-        raise RuntimeError(f"area_down failed on a {w}x{h}x{cn} image with factor {k}")
-    return out
-
-
-def build_bgsub_native(compiler: str | None = None) -> Path:
-    """Compile bgsub's C++ parts into one library next to their sources; returns its path.
-
-    Needs a C++17 compiler (``c++``, or ``$CXX``). No fused multiply-adds, so
-    the group fitting's arithmetic is NumPy's to the bit.
-    """
-    global _bgsub_lib
-    cxx = compiler or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not cxx:
-        raise RuntimeError("cannot build bgsub's C++ parts: no C++ compiler (c++, g++ or $CXX) found")
-    tmp = BGSUB_LIBRARY.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-o", str(tmp),
-           *map(str, _BGSUB_SOURCES)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except OSError as e:
-        raise RuntimeError(f"cannot build bgsub's C++ parts: {cxx}: {e}") from e
-    if done.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"cannot build bgsub's C++ parts: {' '.join(cmd)}\n{done.stderr.strip()}")
-    os.replace(tmp, BGSUB_LIBRARY)
-    _bgsub_lib = None  # load the new build on next use
-    return BGSUB_LIBRARY
-
-
 # ------------------------------------------------------------------ bgsub
 
 
@@ -859,11 +752,8 @@ class BgSubDetector:
         self.rectify = bool(rectify)
         # Group fitting and frame shrinking in C++ (identical boxes, a fraction of the time):
         # None uses them when built.
-        if native and _bgsub_library() is None:
-            raise ValueError(
-                f"bgsub option native=True needs its C++ parts: run `spoton build-native` (builds "
-                f"{BGSUB_LIBRARY.name} from {', '.join(p.name for p in _BGSUB_SOURCES)} with a C++17 compiler)"
-            )
+        if native and compiled.library() is None:
+            raise ValueError(f"bgsub option native=True needs SpotOn's C++ parts: {compiled.HOW_TO_BUILD}")
         self.native = native
         self.rectifier: VerticalRectifier | None = None  # set by fit() for calibrated, tilted views
         self._valid: np.ndarray | None = None  # the rectified view's inside
@@ -1010,11 +900,8 @@ class BgSubDetector:
             return frame
         ww = self.work_width
         wh = max(1, int(round(h * ww / w)))
-        k = w // ww
-        # A whole factor of 3 or more (1080p -> 640 px): the same pixels from C++, 4x faster.
-        if 3 <= k <= 16 and w == k * ww and h == k * wh and self.native is not False and native_area_down():
-            return area_down(frame, k)
-        return cv2.resize(frame, (ww, wh), interpolation=cv2.INTER_AREA)
+        # 1080p -> 640 px, a whole factor: the same pixels from C++, 4x faster than cv2.
+        return compiled.resize_area(frame, (ww, wh), native=self.native is not False)
 
     def _scale(self, full_w: int) -> float:
         return min(1.0, self.work_width / full_w)
@@ -1200,7 +1087,7 @@ class BgSubDetector:
         labels[cy0:cy1, cx0:cx1] = crop_labels
         stats[:, 0] += cx0
         stats[:, 1] += cy0
-        fit = native_fit_groups() if self.native is not False and self.size is not None else None
+        fit = compiled.native_fit_groups() if self.native is not False and self.size is not None else None
         if fit is not None:
             return self._fit_groups_native(fit, fg, labels, stats, n)
         boxes: list[np.ndarray] = []
@@ -1242,7 +1129,7 @@ class BgSubDetector:
             vi = np.asarray(cv2.integral(np.ascontiguousarray(fg.valid).view(np.uint8)), np.int32)
         cap = self.max_people_per_blob * max(n - 1, 1)
         out_box, out_fill, out_h = np.empty((cap, 4)), np.empty(cap), np.empty(cap, np.float32)
-        params = _FitParams(
+        params = compiled.FitParams(
             self.max_hidden,
             self.min_visible,
             self.bg_weight,

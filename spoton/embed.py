@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from spoton import compiled
 from spoton.types import l2_normalise
 
 OPENCLIP_DEFAULT_MODEL = "ViT-B-32"
@@ -116,7 +117,7 @@ def _grey_world(frame: np.ndarray, crops: np.ndarray) -> np.ndarray:
     of one small resize per frame.
     """
     h, w = frame.shape[:2]
-    small = cv2.resize(frame, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA)
+    small = compiled.resize_area(frame, (max(1, w // 8), max(1, h // 8)))
     mean = small.reshape(-1, 3).mean(axis=0)
     gain = (128.0 / np.maximum(mean, 1.0)).astype(np.float32)
     return np.clip(crops.astype(np.float32) * gain, 0, 255).astype(np.uint8)

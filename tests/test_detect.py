@@ -539,7 +539,7 @@ def test_warping_only_the_foregrounds_part_of_the_canvas_changes_no_pixel():
 
 
 def test_the_cpp_group_fitting_gives_the_python_boxes_bit_for_bit(camera):
-    from spoton.detect import native_fit_groups
+    from spoton.compiled import native_fit_groups
 
     # `make venv` builds it (spoton build-native); a machine that cannot must say so here.
     assert native_fit_groups() is not None, "the C++ group fitting is not built: run `.venv/bin/spoton build-native`"
@@ -570,15 +570,16 @@ def test_the_cpp_group_fitting_gives_the_python_boxes_bit_for_bit(camera):
 
 
 def test_the_cpp_group_fitting_is_optional_and_says_what_it_needs(camera, monkeypatch, tmp_path):
-    import spoton.detect as detect
+    import spoton.compiled as compiled
 
-    with pytest.raises(RuntimeError, match="cannot build bgsub's C\\+\\+ parts"):
-        detect.build_bgsub_native(compiler=str(tmp_path / "no-such-c++"))
-    monkeypatch.setattr(detect, "_bgsub_library", lambda: None)
-    monkeypatch.setattr(detect, "native_fit_groups", lambda: None)
-    monkeypatch.setattr(detect, "native_area_down", lambda: None)
+    with pytest.raises(RuntimeError, match="cannot build SpotOn's C\\+\\+ parts"):
+        compiled.build(compiler=str(tmp_path / "no-such-c++"))
+    monkeypatch.setattr(compiled, "library", lambda: None)
     with pytest.raises(RuntimeError, match="spoton build-native"):
-        detect.area_down(np.zeros((6, 6, 3), np.uint8), 3)
+        compiled.area_down(np.zeros((6, 6, 3), np.uint8), 3)
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), np.uint8)
+    np.testing.assert_array_equal(  # OpenCV's own resize then
+        compiled.resize_area(image, (40, 30)), cv2.resize(image, (40, 30), interpolation=cv2.INTER_AREA))
     with pytest.raises(ValueError, match="spoton build-native"):
         BgSubDetector(camera, native=True)
     _, frames, boxes = walking_frames(camera, [(6.0, 5.0, 0.2, 0.0)], n=12)
@@ -587,15 +588,16 @@ def test_the_cpp_group_fitting_is_optional_and_says_what_it_needs(camera, monkey
 
 
 def test_the_cpp_area_downscale_gives_opencvs_pixels_bit_for_bit():
-    from spoton.detect import area_down, native_area_down
+    from spoton.compiled import area_down, native_area_down, resize_area
 
-    assert native_area_down() is not None, "bgsub's C++ parts are not built: run `.venv/bin/spoton build-native`"
+    assert native_area_down() is not None, "SpotOn's C++ parts are not built: run `.venv/bin/spoton build-native`"
     rng = np.random.default_rng(7)
     for k, (h, w), cn in [(3, (1080, 1920), 3), (3, (33, 48), 3), (4, (64, 96), 3), (5, (50, 35), 1),
                           (16, (32, 48), 3), (3, (9, 9), 4)]:
         image = rng.integers(0, 256, (h, w, cn), np.uint8).squeeze(-1 if cn == 1 else ())
         want = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
         np.testing.assert_array_equal(area_down(image, k), want, err_msg=f"k={k} {w}x{h}x{cn}")
+        np.testing.assert_array_equal(resize_area(image, (w // k, h // k)), want)
     # every sum a block can have (all 255 for the top ones), and views: a crop, a flipped copy
     ramp = np.minimum(np.arange(9 * 300).reshape(9, 300, 1) // 5, 255).astype(np.uint8).repeat(3, 2)
     np.testing.assert_array_equal(area_down(ramp, 3), cv2.resize(ramp, (100, 3), interpolation=cv2.INTER_AREA))
@@ -604,6 +606,8 @@ def test_the_cpp_area_downscale_gives_opencvs_pixels_bit_for_bit():
         h, w = view.shape[:2]
         want = cv2.resize(np.ascontiguousarray(view), (w // 3, h // 3), interpolation=cv2.INTER_AREA)
         np.testing.assert_array_equal(area_down(view, 3), want)
+    for size in ((60, 40), (36, 24), (50, 30)):  # factors 3 and 5 go native, 3.6 to OpenCV: all its pixels
+        np.testing.assert_array_equal(resize_area(big, size), cv2.resize(big, size, interpolation=cv2.INTER_AREA))
     with pytest.raises(ValueError, match="dividing the image size"):
         area_down(big, 7)
     with pytest.raises(ValueError, match="uint8"):

@@ -56,6 +56,21 @@ def test_color_embeddings_survive_another_cameras_colour_cast():
         make_embedder("color", colour_constancy="retinex")
 
 
+def test_color_embeddings_are_the_same_with_or_without_the_cpp_downscale(monkeypatch):
+    # The grey-world statistics shrink the frame 8x with INTER_AREA: in C++ when built,
+    # else with OpenCV; both give the same pixels, so the same embeddings.
+    import spoton.compiled as compiled
+
+    rng = np.random.default_rng(3)
+    img = np.clip(rng.normal(120, 40, (720, 1280, 3)), 0, 255).astype(np.uint8)
+    boxes = np.array([[100, 200, 160, 380], [900, 100, 980, 300], [1250, 600, 1300, 720]], np.float32)
+    emb = ColorEmbedder()
+    assert compiled.native_area_down() is not None, "SpotOn's C++ parts are not built: run `spoton build-native`"
+    fast = emb.embed(img, boxes)
+    monkeypatch.setattr(compiled, "library", lambda: None)
+    np.testing.assert_array_equal(fast, emb.embed(img, boxes))
+
+
 def test_color_embedder_handles_empty_and_edge_boxes():
     img, _ = frame_with_people()
     emb = ColorEmbedder()

@@ -131,7 +131,7 @@ def cmd_build_native(args: argparse.Namespace) -> int:
 
     names = tuple(args.trackers) or NATIVE_TRACKERS
     try:
-        built = {"SpotOn (bgsub group fitting, INTER_AREA downscale)": compiled.build(), **build_native(names)}
+        built = {"SpotOn's C++ parts (spoton/native)": compiled.build(), **build_native(names)}
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         print("the pipeline still works on its Python code paths, only slower", file=sys.stderr)

@@ -550,18 +550,27 @@ class VerticalRectifier:
         x1, y1 = min(x1, cw), min(y1, ch)
         return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
-    def boxes_back(self, boxes: np.ndarray, body: np.ndarray, work_shape: tuple[int, int]) -> np.ndarray:
+    def boxes_back(
+        self, boxes: np.ndarray, body: np.ndarray, work_shape: tuple[int, int], native: bool = True
+    ) -> np.ndarray:
         """Rectified xyxy boxes -> boxes in work px around the people they hold.
 
         A slanted person fills a slanted strip, not the corners of its
         bounding box: the box in the image spans what ``body`` (rectified
         foreground without shadows) shows of them, row by row, plus their feet
         at the box bottom (hidden feet included), each row's extent mapped back.
+        In C++ (spoton/native/boxes_back.cpp, the same numbers) when built and ``native``.
         """
         h, w = work_shape
         out = np.zeros((boxes.shape[0], 4), np.float64)
         bh, bw = body.shape
-        for i, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        fn = compiled.native_boxes_back() if native and len(boxes) else None
+        if fn is not None:
+            mask = np.ascontiguousarray(body, bool).view(np.uint8)
+            xyxy = np.ascontiguousarray(boxes, np.float64)
+            m = np.ascontiguousarray(self.H_inv, np.float64)
+            fn(mask.ctypes.data, bh, bw, xyxy.ctypes.data, len(xyxy), m.ctypes.data, out.ctypes.data)
+        for i, (x1, y1, x2, y2) in enumerate([] if fn is not None else boxes.tolist()):
             ix1, iy1 = min(max(math.floor(x1), 0), bw), min(max(math.floor(y1), 0), bh)
             ix2, iy2 = min(max(math.ceil(x2), 0), bw), min(max(math.ceil(y2), 0), bh)
             sub = body[iy1:iy2, ix1:ix2]
@@ -1013,7 +1022,7 @@ class BgSubDetector:
             fg = _Foreground(both & 1, (both >> 1).view(bool), fg.scale, self._valid, self._valid_integral)
         boxes, conf = self._boxes(fg)
         if r is not None:
-            boxes = r.boxes_back(boxes, fg.mask.view(bool) & ~fg.shadowish, small.shape[:2])
+            boxes = r.boxes_back(boxes, fg.mask.view(bool) & ~fg.shadowish, small.shape[:2], self.native is not False)
         boxes = (boxes / fg.scale).astype(np.float32)
         keep = conf >= self.min_confidence
         boxes, conf = boxes[keep], conf[keep]

@@ -538,6 +538,39 @@ def test_warping_only_the_foregrounds_part_of_the_canvas_changes_no_pixel():
     assert not r.warp(empty, cv2.boundingRect(empty)).any()
 
 
+def test_the_cpp_boxes_back_gives_the_python_boxes_bit_for_bit():
+    from spoton.compiled import native_boxes_back
+    from spoton.detect import VerticalRectifier
+
+    assert native_boxes_back() is not None, "SpotOn's C++ parts are not built: run `.venv/bin/spoton build-native`"
+    rng = np.random.default_rng(11)
+    compared = 0
+    for eye, f in (((0.0, -8.0, 4.5), 260.0), ((3.0, -6.0, 6.0), 400.0), ((-5.0, -4.0, 3.0), 320.0)):
+        geo = look_at_camera(eye, (0.0, 2.0, 0.0), f=f)
+        r = VerticalRectifier.for_camera(geo.vertical_vp, (H, W), 1.0)
+        assert r is not None
+        cw, ch = r.size
+        for k in range(25):
+            body = np.zeros((ch, cw), bool)
+            for _ in range(k % 5 + 1):  # slanted strips, ragged rows, holes; some at the canvas border
+                x, y = int(rng.integers(-10, cw)), int(rng.integers(-10, ch))
+                bh = int(rng.integers(1, 80))
+                for row in range(max(y, 0), min(y + bh, ch)):
+                    a = x + (row - y) // 3 + int(rng.integers(-2, 3))
+                    body[row, max(a, 0) : max(a + int(rng.integers(0, 15)), 0)] = True
+            body &= rng.random(body.shape) > 0.1
+            n = int(rng.integers(0, 7))
+            x1, y1 = rng.uniform(-20, cw, n), rng.uniform(-20, ch, n)
+            boxes = np.stack([x1, y1, x1 + rng.uniform(0.5, 60, n), y1 + rng.uniform(0.5, 120, n)], 1)
+            if k % 7 == 0:
+                boxes = np.round(boxes)  # whole-pixel edges: floor and ceil agree
+            fast = r.boxes_back(boxes, body, (H, W))
+            slow = r.boxes_back(boxes, body, (H, W), native=False)
+            np.testing.assert_array_equal(fast, slow)
+            compared += n
+    assert compared > 150
+
+
 def test_the_cpp_group_fitting_gives_the_python_boxes_bit_for_bit(camera):
     from spoton.compiled import native_fit_groups
 

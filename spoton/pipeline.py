@@ -241,14 +241,18 @@ def _limit_threads() -> None:
 
     torch is not imported for this (3 s per process, and the default weightless
     pipeline never needs it): set before its import, OMP_NUM_THREADS gives it one
-    intra-op thread too.
+    intra-op thread too. NumPy (and SciPy) are imported by now, their OpenBLAS
+    pools already started with a thread per core, so those are cut at run time:
+    an idle OpenBLAS thread spins after each call, 5 % of a worker's CPU.
     """
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     import sys
 
     import cv2
+    from threadpoolctl import threadpool_limits
 
+    threadpool_limits(1)  # every BLAS and OpenMP pool loaded so far; later ones read the variables
     cv2.setNumThreads(1)
     torch = sys.modules.get("torch")
     if torch is not None:

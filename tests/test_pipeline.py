@@ -173,6 +173,28 @@ def test_run_cameras_in_parallel_processes_matches_in_process(tiny_scene, tmp_pa
         run_cameras(env, {"c07": []}, config, RunStore(str(tmp_path / "x"), "r"))
 
 
+def _thread_pools() -> list[tuple[str, int]]:
+    from threadpoolctl import threadpool_info
+
+    import cv2
+
+    return [(i["internal_api"], i["num_threads"]) for i in threadpool_info()] + [("opencv", cv2.getNumThreads())]
+
+
+def test_worker_processes_compute_on_one_thread_each():
+    # Spawned workers import NumPy (and start its OpenBLAS threads) before their initializer
+    # runs; _limit_threads must cut those pools too, not only set variables read at import.
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from spoton.pipeline import _limit_threads
+
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_limit_threads) as pool:
+        pools = pool.submit(_thread_pools).result()
+    assert any(api == "openblas" for api, _ in pools), pools
+    assert all(n == 1 for _, n in pools), pools
+
+
 @pytest.mark.slow
 def test_default_config_tracks_a_fresh_scene(tmp_path):
     """bgsub + bytetrack + color, end to end, on a small scene generated here.

@@ -174,9 +174,8 @@ def test_run_cameras_in_parallel_processes_matches_in_process(tiny_scene, tmp_pa
 
 
 def _thread_pools() -> list[tuple[str, int]]:
-    from threadpoolctl import threadpool_info
-
     import cv2
+    from threadpoolctl import threadpool_info
 
     return [(i["internal_api"], i["num_threads"]) for i in threadpool_info()] + [("opencv", cv2.getNumThreads())]
 

@@ -2,8 +2,10 @@
 
 Each is a faster twin of Python or OpenCV code with the same results to the bit
 (the tests compare them): bgsub's group fitting (``fit_groups.cpp``, a port of
-``BgSubDetector._fit_group``), its rectified boxes mapped back to the image
-(``boxes_back.cpp``, ``VerticalRectifier.boxes_back``) and INTER_AREA
+``BgSubDetector._fit_group``), its shadow-coloured pixels
+(``shadow_candidates.cpp``, from ``BgSubDetector._shadows``), its rectified
+boxes mapped back to the image (``boxes_back.cpp``,
+``VerticalRectifier.boxes_back``) and INTER_AREA
 downscaling by a whole factor (``area_down.cpp``; OpenCV runs factors >= 3
 through a scalar loop). ``spoton
 build-native`` (and ``make venv``) compiles them; without the library everything
@@ -21,9 +23,16 @@ import cv2
 import numpy as np
 
 _NATIVE_DIR = Path(__file__).resolve().parent / "native"
-SOURCES = tuple(_NATIVE_DIR / name for name in ("fit_groups.cpp", "boxes_back.cpp", "area_down.cpp"))
+SOURCES = tuple(
+    _NATIVE_DIR / name for name in ("fit_groups.cpp", "shadow_candidates.cpp", "boxes_back.cpp", "area_down.cpp")
+)
 LIBRARY = _NATIVE_DIR / "_spoton.so"
-_ABI = {"spoton_fit_groups_abi": 1, "spoton_boxes_back_abi": 1, "spoton_area_down_abi": 1}
+_ABI = {
+    "spoton_fit_groups_abi": 1,
+    "spoton_shadow_candidates_abi": 1,
+    "spoton_boxes_back_abi": 1,
+    "spoton_area_down_abi": 1,
+}
 HOW_TO_BUILD = (
     f"run `spoton build-native` (builds {LIBRARY.name} from {', '.join(p.name for p in SOURCES)} "
     f"with a C++17 compiler)"
@@ -61,6 +70,10 @@ def library() -> Any:
                     fit = lib.spoton_fit_groups
                     fit.restype = ctypes.c_int64
                     fit.argtypes = [p, p, p, i64, i64, p, i64, p, i64, i64, p, ctypes.POINTER(FitParams), p, p, p, i64]
+                    shadows = lib.spoton_shadow_candidates
+                    shadows.restype = ctypes.c_int64
+                    f32 = ctypes.c_float
+                    shadows.argtypes = [p, p, p, i64, i64, f32, f32, f32, p, p]
                     back = lib.spoton_boxes_back
                     back.restype = None
                     back.argtypes = [p, i64, i64, p, i64, p, p]
@@ -77,6 +90,12 @@ def native_fit_groups() -> Any:
     """The C++ port of ``BgSubDetector._fit_group`` for all groups of a frame, or None."""
     lib = library()
     return None if lib is None else lib.spoton_fit_groups
+
+
+def native_shadow_candidates() -> Any:
+    """The shadow-colour test of ``BgSubDetector._shadows`` in C++, or None."""
+    lib = library()
+    return None if lib is None else lib.spoton_shadow_candidates
 
 
 def native_boxes_back() -> Any:

@@ -967,26 +967,38 @@ class BgSubDetector:
         """
         assert self.background is not None and self._bg_gray is not None
         out = np.zeros(fg.shape, bool)
-        nz = cv2.findNonZero(fg)  # row-major like np.nonzero, at a fifth of its cost
-        if nz is None:
-            return out
-        xs, ys = nz[:, 0, 0], nz[:, 0, 1]
-        # Per-channel arithmetic on the foreground pixels only, with explicit
-        # channel sums: NumPy reductions over a 3-wide axis are slow. Pixels are
-        # gathered by flat index (a third of the time of 2-D fancy indexing).
-        at = ys.astype(np.intp) * fg.shape[1] + xs
-        f = small.reshape(-1, 3).take(at, axis=0).astype(np.float32) + 1.0
-        b = self.background.reshape(-1, 3).take(at, axis=0).astype(np.float32) + 1.0
-        fs = f[:, 0] + f[:, 1] + f[:, 2]
-        bs = b[:, 0] + b[:, 1] + b[:, 2]
-        fn, bn = f / fs[:, None], b / bs[:, None]
-        chroma = np.abs(fn[:, 0] - bn[:, 0]) + np.abs(fn[:, 1] - bn[:, 1]) + np.abs(fn[:, 2] - bn[:, 2])
+        h, w = fg.shape
         lo, hi = self.shadow_ratio
-        r = fs / bs
-        coloured = (r > lo) & (r < hi) & (chroma < self.shadow_chroma)
-        if not coloured.any():
-            return out
-        ys, xs = ys[coloured], xs[coloured]
+        candidates = compiled.native_shadow_candidates() if self.native is not False else None
+        if candidates is not None:  # the same test in one pass (spoton/native/shadow_candidates.cpp)
+            # (packed copies only where they are not already; kept referenced during the call)
+            frame, bg, mask = (np.ascontiguousarray(a) for a in (small, self.background, fg))
+            found = np.empty((2, h * w), np.int32)
+            n = candidates(frame.ctypes.data, bg.ctypes.data, mask.ctypes.data, h, w, lo, hi, self.shadow_chroma,
+                           found[0].ctypes.data, found[1].ctypes.data)
+            if n == 0:
+                return out
+            ys, xs = found[0, :n], found[1, :n]
+        else:
+            nz = cv2.findNonZero(fg)  # row-major like np.nonzero, at a fifth of its cost
+            if nz is None:
+                return out
+            xs, ys = nz[:, 0, 0], nz[:, 0, 1]
+            # Per-channel arithmetic on the foreground pixels only, with explicit
+            # channel sums: NumPy reductions over a 3-wide axis are slow. Pixels are
+            # gathered by flat index (a third of the time of 2-D fancy indexing).
+            at = ys.astype(np.intp) * w + xs
+            f = small.reshape(-1, 3).take(at, axis=0).astype(np.float32) + 1.0
+            b = self.background.reshape(-1, 3).take(at, axis=0).astype(np.float32) + 1.0
+            fs = f[:, 0] + f[:, 1] + f[:, 2]
+            bs = b[:, 0] + b[:, 1] + b[:, 2]
+            fn, bn = f / fs[:, None], b / bs[:, None]
+            chroma = np.abs(fn[:, 0] - bn[:, 0]) + np.abs(fn[:, 1] - bn[:, 1]) + np.abs(fn[:, 2] - bn[:, 2])
+            r = fs / bs
+            coloured = (r > lo) & (r < hi) & (chroma < self.shadow_chroma)
+            if not coloured.any():
+                return out
+            ys, xs = ys[coloured], xs[coloured]
         # Texture test only around the shadow-coloured pixels: local mean and
         # variance of the grey-level ratio frame / background.
         h, w = fg.shape

@@ -571,6 +571,38 @@ def test_the_cpp_boxes_back_gives_the_python_boxes_bit_for_bit():
     assert compared > 150
 
 
+def test_the_cpp_shadow_test_gives_the_python_pixels_bit_for_bit(camera):
+    from spoton.compiled import native_shadow_candidates
+
+    assert native_shadow_candidates() is not None, "SpotOn's C++ parts are not built: run `spoton build-native`"
+    _, frames, _ = walking_frames(camera, [(6.0, 5.0, 0.2, 0.0), (12.0, 4.0, -0.1, 0.05)], n=8)
+    fast = BgSubDetector(camera, native=True).fit(frames)
+    slow = BgSubDetector(camera, native=False).fit(frames)
+    bg = fast.background.astype(np.float64)
+    rng = np.random.default_rng(5)
+    compared = cleared = shadowish = 0
+    for k in range(12):
+        # Shadows (the floor times one factor, 0.3-1.05: both limits crossed), grey and
+        # coloured clothes, noise; the foreground mask covers some of each.
+        coarse = rng.uniform(0.3, 1.05, (bg.shape[0] // 16 + 1, bg.shape[1] // 16 + 1))
+        factor = coarse.repeat(16, 0).repeat(16, 1)[: bg.shape[0], : bg.shape[1], None]  # flat shadows
+        frame = np.clip(bg * factor + rng.normal(0, 1.5 * (k % 3), bg.shape), 0, 255)
+        patch = (rng.random(coarse.shape) < 0.3).repeat(16, 0).repeat(16, 1)[: bg.shape[0], : bg.shape[1]]
+        frame[patch] = rng.integers(0, 256, (int(patch.sum()), 3))
+        frame = frame.astype(np.uint8)
+        mask = (rng.random(bg.shape[:2]) < 0.4 + 0.05 * k).astype(np.uint8)
+        if k == 0:
+            mask[:] = 0  # nothing to test
+        a, b = mask.copy(), mask.copy()
+        kept = fast._shadows(frame, a)
+        np.testing.assert_array_equal(kept, slow._shadows(frame, b))
+        np.testing.assert_array_equal(a, b)  # the same cast shadows cleared
+        compared += int(mask.sum())
+        cleared += int(mask.sum() - a.sum())
+        shadowish += int(kept.sum())
+    assert compared > 500_000 and cleared > 10_000 and shadowish > 10_000, (compared, cleared, shadowish)
+
+
 def test_the_cpp_group_fitting_gives_the_python_boxes_bit_for_bit(camera):
     from spoton.compiled import native_fit_groups
 

@@ -35,7 +35,7 @@ if ! .venv/bin/python -c "import sys; from spoton.track import NATIVE_TRACKERS, 
       || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $pkgs >/dev/null; }) \
       || echo "warning: apt-get could not install $pkgs"
   fi
-  echo "building bgsub's C++ parts and boxmot's C++ trackers (about a minute, once) …"
+  echo "building SpotOn's C++ parts and boxmot's C++ trackers (about a minute, once) …"
   if ! .venv/bin/spoton build-native > .venv/native-build.log 2>&1; then
     tail -n 3 .venv/native-build.log
     echo "warning: C++ parts not built (full log: .venv/native-build.log); the pipeline runs its Python code paths"

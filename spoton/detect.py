@@ -570,7 +570,8 @@ class VerticalRectifier:
             xyxy = np.ascontiguousarray(boxes, np.float64)
             m = np.ascontiguousarray(self.H_inv, np.float64)
             fn(mask.ctypes.data, bh, bw, xyxy.ctypes.data, len(xyxy), m.ctypes.data, out.ctypes.data)
-        for i, (x1, y1, x2, y2) in enumerate([] if fn is not None else boxes.tolist()):
+        python_boxes = [] if fn is not None else boxes.tolist()  # the loop below is the C++'s model
+        for i, (x1, y1, x2, y2) in enumerate(python_boxes):
             ix1, iy1 = min(max(math.floor(x1), 0), bw), min(max(math.floor(y1), 0), bh)
             ix2, iy2 = min(max(math.ceil(x2), 0), bw), min(max(math.ceil(y2), 0), bh)
             sub = body[iy1:iy2, ix1:ix2]
@@ -759,8 +760,8 @@ class BgSubDetector:
         self.max_widen = float(max_widen)
         self.uncover_standing = bool(uncover_standing)
         self.rectify = bool(rectify)
-        # Group fitting and frame shrinking in C++ (identical boxes, a fraction of the time):
-        # None uses them when built.
+        # SpotOn's C++ parts (group fitting, shadow colours, boxes back from the rectified view,
+        # frame shrinking: identical boxes, a fraction of the time): None uses them when built.
         if native and compiled.library() is None:
             raise ValueError(f"bgsub option native=True needs SpotOn's C++ parts: {compiled.HOW_TO_BUILD}")
         self.native = native

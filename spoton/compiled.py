@@ -1,15 +1,17 @@
 """SpotOn's own C++ parts (``spoton/native/*.cpp``), built into one library and loaded with ctypes.
 
 Each is a faster twin of Python or OpenCV code with the same results to the bit
-(the tests compare them): bgsub's group fitting (``fit_groups.cpp``, a port of
-``BgSubDetector._fit_group``), its shadow-coloured pixels
-(``shadow_candidates.cpp``, from ``BgSubDetector._shadows``), its rectified
-boxes mapped back to the image (``boxes_back.cpp``,
-``VerticalRectifier.boxes_back``) and INTER_AREA
-downscaling by a whole factor (``area_down.cpp``; OpenCV runs factors >= 3
-through a scalar loop). ``spoton
-build-native`` (and ``make venv``) compiles them; without the library everything
-runs on the Python / OpenCV paths.
+(the tests compare them):
+
+- ``fit_groups.cpp``: bgsub's group fitting, a port of ``BgSubDetector._fit_group``;
+- ``shadow_candidates.cpp``: its shadow-coloured pixels, from ``BgSubDetector._shadows``;
+- ``boxes_back.cpp``: its rectified boxes mapped back, ``VerticalRectifier.boxes_back``;
+- ``area_down.cpp``: INTER_AREA downscaling by a whole factor (OpenCV runs factors
+  of 3 and more through a scalar loop), for bgsub's work image and the colour
+  embedder's grey-world statistics.
+
+``spoton build-native`` (and ``make venv``) compiles them; without the library
+everything runs on the Python / OpenCV paths.
 """
 
 import ctypes

@@ -652,6 +652,33 @@ def test_the_cpp_group_fitting_is_optional_and_says_what_it_needs(camera, monkey
     assert max(iou(boxes[6][0], b) for b in det.detect(frames[6]).xyxy) > 0.5
 
 
+def test_the_cpp_library_is_rebuilt_not_trusted_when_a_source_is_newer(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import spoton.compiled as compiled
+
+    sources = []
+    for src in compiled.SOURCES:
+        sources.append(tmp_path / src.name)
+        shutil.copy(src, sources[-1])
+    monkeypatch.setattr(compiled, "SOURCES", tuple(sources))
+    monkeypatch.setattr(compiled, "LIBRARY", tmp_path / "_spoton.so")
+    monkeypatch.setattr(compiled, "_lib", None)
+    assert compiled.library() is None  # not built here yet
+    monkeypatch.setattr(compiled, "_lib", None)
+    assert compiled.build() == tmp_path / "_spoton.so"
+    assert compiled.library() is not None and compiled.native_area_down() is not None
+    # A source edited after the build: the old library is not used until rebuilt.
+    later = compiled.LIBRARY.stat().st_mtime + 10
+    os.utime(sources[1], (later, later))
+    monkeypatch.setattr(compiled, "_lib", None)
+    assert compiled.library() is None and compiled.native_fit_groups() is None
+    image = np.random.default_rng(2).integers(0, 256, (30, 60, 3), np.uint8)
+    np.testing.assert_array_equal(  # OpenCV's own resize meanwhile
+        compiled.resize_area(image, (20, 10)), cv2.resize(image, (20, 10), interpolation=cv2.INTER_AREA))
+
+
 def test_the_cpp_area_downscale_gives_opencvs_pixels_bit_for_bit():
     from spoton.compiled import area_down, native_area_down, resize_area
 

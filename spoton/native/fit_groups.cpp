@@ -196,8 +196,9 @@ int64_t spoton_fit_groups(const uint8_t* mask, const uint8_t* shadow, const int3
     for (int64_t yy = 0; yy < rh; ++yy)
       for (int64_t xx = 0; xx < rw; ++xx) {
         const int64_t at = (y0 + yy) * iw + x0 + xx;
-        roi.fg[yy * rw + xx] = (mask[at] != 0 && labels[at] == label) ? 1 : 0;
-        roi.shadow[yy * rw + xx] = shadow[at] ? 1 : 0;
+        // (0/1 bytes from branch-free logic: these loops vectorise)
+        roi.fg[yy * rw + xx] = static_cast<uint8_t>((mask[at] != 0) & (labels[at] == label));
+        roi.shadow[yy * rw + xx] = static_cast<uint8_t>(shadow[at] != 0);
       }
     // Foot-point grid.
     const float small_side = std::min(w_exp, h_exp);
@@ -277,10 +278,10 @@ int64_t spoton_fit_groups(const uint8_t* mask, const uint8_t* shadow, const int3
       covered(rects, skip, 0.0, rh, rw, cov);
       if (n_others > 0) {
         int64_t uncovered = 0;
-        for (int64_t i = 0; i < rh * rw; ++i) uncovered += roi.fg[i] && !cov[i];
+        for (int64_t i = 0; i < rh * rw; ++i) uncovered += roi.fg[i] & (cov[i] ^ 1);  // both 0/1
         if ((double)uncovered < (double)floor_gain) return -1;
         cov2.resize(rh * rw);
-        for (int64_t i = 0; i < rh * rw; ++i) cov2[i] = roi.fg[i] && cov[i];
+        for (int64_t i = 0; i < rh * rw; ++i) cov2[i] = roi.fg[i] & cov[i];
         box_sums(cov2, neutral);
       } else {
         std::fill(neutral.begin(), neutral.end(), 0);

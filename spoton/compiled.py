@@ -29,12 +29,6 @@ SOURCES = tuple(
     _NATIVE_DIR / name for name in ("fit_groups.cpp", "shadow_candidates.cpp", "boxes_back.cpp", "area_down.cpp")
 )
 LIBRARY = _NATIVE_DIR / "_spoton.so"
-_ABI = {
-    "spoton_fit_groups_abi": 1,
-    "spoton_shadow_candidates_abi": 1,
-    "spoton_boxes_back_abi": 1,
-    "spoton_area_down_abi": 1,
-}
 HOW_TO_BUILD = (
     f"run `spoton build-native` (builds {LIBRARY.name} from {', '.join(p.name for p in SOURCES)} "
     f"with a C++17 compiler)"
@@ -55,6 +49,18 @@ class FitParams(ctypes.Structure):
     ]
 
 
+_p, _i64, _f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+# Each entry point: the ABI version its ``<name>_abi()`` must report, its result and argument types.
+_ENTRY_POINTS: dict[str, tuple[int, Any, list[Any]]] = {
+    "spoton_fit_groups": (
+        1, ctypes.c_int64,
+        [_p, _p, _p, _i64, _i64, _p, _i64, _p, _i64, _i64, _p, ctypes.POINTER(FitParams), _p, _p, _p, _i64],
+    ),
+    "spoton_shadow_candidates": (1, ctypes.c_int64, [_p, _p, _p, _i64, _i64, _f32, _f32, _f32, _p, _p]),
+    "spoton_boxes_back": (1, None, [_p, _i64, _i64, _p, _i64, _p, _p]),
+    "spoton_area_down": (1, ctypes.c_int32, [_p, _i64, _p, _i64, _i64, _i64, _i64, _i64]),
+}
+
 _lib: Any = None  # the loaded library; False once found missing, stale or of another ABI
 
 
@@ -67,49 +73,39 @@ def library() -> Any:
         if LIBRARY.is_file() and LIBRARY.stat().st_mtime >= newest:
             try:
                 lib = ctypes.CDLL(str(LIBRARY))
-                if all(getattr(lib, name)() == abi for name, abi in _ABI.items()):
-                    p, i64 = ctypes.c_void_p, ctypes.c_int64
-                    fit = lib.spoton_fit_groups
-                    fit.restype = ctypes.c_int64
-                    fit.argtypes = [p, p, p, i64, i64, p, i64, p, i64, i64, p, ctypes.POINTER(FitParams), p, p, p, i64]
-                    shadows = lib.spoton_shadow_candidates
-                    shadows.restype = ctypes.c_int64
-                    f32 = ctypes.c_float
-                    shadows.argtypes = [p, p, p, i64, i64, f32, f32, f32, p, p]
-                    back = lib.spoton_boxes_back
-                    back.restype = None
-                    back.argtypes = [p, i64, i64, p, i64, p, p]
-                    down = lib.spoton_area_down
-                    down.restype = ctypes.c_int32
-                    down.argtypes = [p, i64, p, i64, i64, i64, i64, i64]
+                if all(getattr(lib, f"{name}_abi")() == abi for name, (abi, _, _) in _ENTRY_POINTS.items()):
+                    for name, (_, restype, argtypes) in _ENTRY_POINTS.items():
+                        fn = getattr(lib, name)
+                        fn.restype, fn.argtypes = restype, argtypes
                     _lib = lib
             except (OSError, AttributeError):
                 pass  # unloadable (another platform's build) or an older build: the Python paths
     return _lib or None
 
 
+def _entry(name: str) -> Any:
+    lib = library()
+    return None if lib is None else getattr(lib, name)
+
+
 def native_fit_groups() -> Any:
     """The C++ port of ``BgSubDetector._fit_group`` for all groups of a frame, or None."""
-    lib = library()
-    return None if lib is None else lib.spoton_fit_groups
+    return _entry("spoton_fit_groups")
 
 
 def native_shadow_candidates() -> Any:
     """The shadow-colour test of ``BgSubDetector._shadows`` in C++, or None."""
-    lib = library()
-    return None if lib is None else lib.spoton_shadow_candidates
+    return _entry("spoton_shadow_candidates")
 
 
 def native_boxes_back() -> Any:
     """The C++ port of ``VerticalRectifier.boxes_back`` (before its clipping), or None."""
-    lib = library()
-    return None if lib is None else lib.spoton_boxes_back
+    return _entry("spoton_boxes_back")
 
 
 def native_area_down() -> Any:
     """INTER_AREA downscaling by a whole factor in C++, or None."""
-    lib = library()
-    return None if lib is None else lib.spoton_area_down
+    return _entry("spoton_area_down")
 
 
 def area_down(image: np.ndarray, k: int) -> np.ndarray:
